@@ -1,6 +1,8 @@
+import os
 from logging.config import fileConfig
 
-from sqlalchemy import engine_from_config
+from sqlalchemy import create_engine
+from sqlalchemy import event
 from sqlalchemy import pool
 
 from alembic import context
@@ -25,6 +27,9 @@ target_metadata = None
 # my_important_option = config.get_main_option("my_important_option")
 # ... etc.
 
+# BLOG_DATABASE_URL points the blog and its migrations at another database.
+url = os.environ.get("BLOG_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+
 
 def run_migrations_offline() -> None:
     """Run migrations in 'offline' mode.
@@ -38,7 +43,6 @@ def run_migrations_offline() -> None:
     script output.
 
     """
-    url = config.get_main_option("sqlalchemy.url")
     context.configure(
         url=url,
         target_metadata=target_metadata,
@@ -57,19 +61,34 @@ def run_migrations_online() -> None:
     and associate a connection with the context.
 
     """
-    connectable = engine_from_config(
-        config.get_section(config.config_ini_section, {}),
-        prefix="sqlalchemy.",
-        poolclass=pool.NullPool,
-    )
+    connectable = create_engine(url, poolclass=pool.NullPool)
+
+    sqlite = connectable.dialect.name == "sqlite"
+    if sqlite:
+        # pysqlite runs DDL outside any transaction; emit BEGIN ourselves so
+        # that a failing migration rolls back whole (SQLAlchemy's pysqlite docs).
+        # IMMEDIATE takes the write lock first, waiting for the blog's writers.
+        event.listen(connectable, "connect", _autocommit_driver)
+        event.listen(connectable, "begin", _begin_immediate)
 
     with connectable.connect() as connection:
         context.configure(
-            connection=connection, target_metadata=target_metadata
+            connection=connection,
+            target_metadata=target_metadata,
+            # with our own BEGIN, SQLite's DDL is transactional too
+            transactional_ddl=True if sqlite else None,
         )
 
         with context.begin_transaction():
             context.run_migrations()
+
+
+def _autocommit_driver(dbapi_connection, connection_record) -> None:
+    dbapi_connection.isolation_level = None
+
+
+def _begin_immediate(connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 if context.is_offline_mode():

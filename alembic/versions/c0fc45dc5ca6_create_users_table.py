@@ -1,0 +1,38 @@
+"""Create users table
+
+The blog's models gained a User class. This revision adds its table to a
+database that already holds posts, leaving the posts as they are.
+
+Revision ID: c0fc45dc5ca6
+Revises: 
+Create Date: 2026-11-24 17:55:30.904227
+
+"""
+from typing import Sequence, Union
+
+from alembic import op
+import sqlalchemy as sa
+
+
+# revision identifiers, used by Alembic.
+revision: str = 'c0fc45dc5ca6'
+down_revision: Union[str, Sequence[str], None] = None
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+
+def upgrade() -> None:
+    """Upgrade schema."""
+    op.create_table(
+        "user",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("username", sa.String(80), nullable=False),
+        sa.Column("password_hash", sa.String(255), nullable=False),
+        sa.Column("created", sa.DateTime, nullable=False),
+        sa.UniqueConstraint("username", name="uq_user_username"),
+    )
+
+
+def downgrade() -> None:
+    """Downgrade schema."""
+    op.drop_table("user")

@@ -1,0 +1,62 @@
+import os
+import secrets
+from pathlib import Path
+
+from flask import Flask, render_template
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
+
+from . import auth, csrf, db, posts
+from .models import MAX_ID
+
+
+class IdConverter(IntegerConverter):
+    """A row id in a URL: a positive integer the database can compare with."""
+
+    def __init__(self, map) -> None:
+        super().__init__(map, min=1, max=MAX_ID)
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(
+        ALEMBIC_INI=db.ALEMBIC_INI,
+        POSTS_PER_PAGE=10,
+        MAX_CONTENT_LENGTH=1024 * 1024,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+    )
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    if "DATABASE_URL" not in app.config:
+        app.config["DATABASE_URL"] = db.database_url(db.alembic_config(app.config["ALEMBIC_INI"]))
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = os.environ.get("BLOG_SECRET_KEY") or instance_secret_key(
+            Path(app.instance_path)
+        )
+
+    app.url_map.converters["id"] = IdConverter
+    app.register_error_handler(HTTPException, show_error)
+    db.init_app(app)
+    csrf.init_app(app)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(posts.bp)
+    return app
+
+
+def instance_secret_key(instance_path: Path) -> str:
+    """A key made once for this installation and kept out of the repository."""
+    key_file = instance_path / "secret_key"
+    if not key_file.exists():
+        instance_path.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(key_file, "x") as f:  # "x": never replace a key that sessions depend on
+                f.write(secrets.token_hex(32))
+            key_file.chmod(0o600)
+        except FileExistsError:
+            pass
+    return key_file.read_text().strip()
+
+
+def show_error(error: HTTPException):
+    return render_template("error.html", error=error), error.code

@@ -1,0 +1,175 @@
+import itertools
+import os
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from flask import current_app, g
+from sqlalchemy import Engine, MetaData, create_engine, event, inspect, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import ServiceUnavailable
+
+from .models import Base
+
+ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+
+
+class DatabaseProblem(Exception):
+    """Something about the database that its owner must fix; the message says how."""
+
+
+def alembic_config(ini: Path = ALEMBIC_INI) -> Config:
+    if not ini.is_file():
+        raise DatabaseProblem(f"{ini} is missing; it names the blog's database")
+    return Config(ini)
+
+
+def migration_scripts(app) -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config(app.config["ALEMBIC_INI"]))
+
+
+def database_url(config: Config) -> str:
+    """The one setting both the blog and its migrations use."""
+    return os.environ.get("BLOG_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL; None for a database server or memory."""
+    url = make_url(url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database).resolve()
+
+
+def create_db_engine(url: str) -> Engine:
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "begin", _begin_immediate)
+    return engine
+
+
+def _configure_sqlite(dbapi_connection, connection_record) -> None:
+    # SQLite checks foreign keys only when asked, connection by connection.
+    dbapi_connection.execute("PRAGMA foreign_keys = ON")
+    # Let SQLAlchemy emit BEGIN (below) instead of pysqlite, which runs DDL
+    # outside any transaction (SQLAlchemy's pysqlite documentation).
+    dbapi_connection.isolation_level = None
+
+
+def _begin_immediate(connection) -> None:
+    # Take the write lock up front: a transaction that reads first and
+    # writes later fails at once when another writer holds the lock,
+    # while one that asks at BEGIN waits its turn.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def get_db() -> Session:
+    """The request's session, opened on first use and closed at teardown."""
+    if "db" not in g:
+        g.db = Session(current_app.extensions["db_engine"])
+    return g.db
+
+
+def close_db(exception: BaseException | None = None) -> None:
+    db = g.pop("db", None)
+    if db is not None:
+        db.close()
+
+
+def database_busy(error: OperationalError):
+    # A locked database or one mid-migration: worth retrying, not a crash.
+    current_app.logger.warning("database unavailable: %s", error.orig)
+    busy = ServiceUnavailable(
+        "The database is busy, perhaps being migrated. Please try again in a moment."
+    )
+    return current_app.handle_http_exception(busy), {"Retry-After": "1"}
+
+
+def init_app(app) -> None:
+    app.extensions["db_engine"] = create_db_engine(app.config["DATABASE_URL"])
+    app.teardown_appcontext(close_db)
+    app.register_error_handler(OperationalError, database_busy)
+
+
+def backup_database(path: Path) -> Path:
+    """Copy a SQLite database beside itself with SQLite's online backup API.
+
+    The copy is consistent even while the blog is writing. It goes to
+    blog.db.bak, or blog.db.bak.1, .2, ...: an earlier backup is never
+    overwritten.
+    """
+    for n in itertools.count():
+        backup = path.with_name(f"{path.name}.bak" + (f".{n}" if n else ""))
+        try:
+            backup.touch(exist_ok=False)  # claims the name, even against a racing init
+            break
+        except FileExistsError:
+            continue
+    try:
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as source:
+            with closing(sqlite3.connect(backup)) as target:
+                source.backup(target)
+    except sqlite3.DatabaseError as error:
+        backup.unlink()
+        raise DatabaseProblem(f"cannot back up {path}: {error}") from error
+    except BaseException:
+        backup.unlink()
+        raise
+    return backup
+
+
+def init_db(engine: Engine, script: ScriptDirectory) -> Path | None:
+    """Create the current schema, stamped at the Alembic head, in one transaction.
+
+    An existing SQLite database is backed up first, then emptied; the backup's
+    path is returned. A database server's tables are never dropped: back them
+    up with the server's own tools first.
+    """
+    path = sqlite_path(str(engine.url))
+    backup = backup_database(path) if path and path.exists() else None
+    with engine.begin() as connection:
+        existing = MetaData()
+        existing.reflect(connection)
+        if existing.tables and backup is None:
+            raise DatabaseProblem(
+                f"{engine.url.render_as_string()} already has tables "
+                f"({', '.join(sorted(existing.tables))}); drop them yourself after a "
+                "backup, or keep them and run `alembic upgrade head`"
+            )
+        existing.drop_all(connection)
+        Base.metadata.create_all(connection)
+        MigrationContext.configure(connection).stamp(script, "head")
+    return backup
+
+
+def schema_problem(engine: Engine, script: ScriptDirectory) -> str | None:
+    """Why the database does not match this code's migrations, or None."""
+    with engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+        has_posts_table = inspect(connection).has_table("post")
+    heads = set(script.get_heads())
+    if current == heads:
+        return None
+    if not has_posts_table:
+        return "the database has no blog tables; run `python run.py init`"
+    if not current:
+        return (
+            "the database has no migration revision (a blog.db from before "
+            "migrations?); run `alembic upgrade head`"
+        )
+    known = {revision.revision for revision in script.walk_revisions()}
+    unknown = current - known
+    if unknown:
+        return (
+            f"the database is at revision {', '.join(sorted(unknown))}, which this "
+            "code does not know; run the code that migrated it, or downgrade with it"
+        )
+    return (
+        f"the database is at revision {', '.join(sorted(current))}, behind "
+        f"this code's {', '.join(sorted(heads))}; run `alembic upgrade head`"
+    )

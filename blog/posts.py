@@ -1,0 +1,133 @@
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy import Select, select
+from sqlalchemy.orm import joinedload
+
+from .auth import login_required
+from .db import get_db
+from .models import MAX_ID, TITLE_MAX_LENGTH, Post, User
+
+bp = Blueprint("posts", __name__)
+
+
+def page_of_posts(query: Select) -> tuple[list[Post], int | None]:
+    """One page of posts, newest first, and the id the next older page starts before.
+
+    Keyset pagination (WHERE id < :before) reads only the rows it shows, however
+    deep the page; OFFSET would read and skip every row before it.
+    """
+    before = request.args.get("before")
+    if before is not None:
+        if not (before.isascii() and before.isdigit() and 1 <= int(before) <= MAX_ID):
+            abort(404, f"There is no page of posts before {before!r}.")
+        query = query.where(Post.id < int(before))
+    per_page = current_app.config["POSTS_PER_PAGE"]
+    posts = get_db().scalars(
+        query.options(joinedload(Post.author)).order_by(Post.id.desc()).limit(per_page + 1)
+    ).all()
+    older = posts[per_page - 1].id if len(posts) > per_page else None
+    return posts[:per_page], older
+
+
+def get_post(id: int, check_author: bool = True) -> Post:
+    """The post, or abort: 404 if there is none, 403 if it is not the user's.
+
+    Posts from before accounts existed have no author, so nobody may change them.
+    """
+    post = get_db().get(Post, id, options=[joinedload(Post.author)])
+    if post is None:
+        abort(404, f"Post {id} doesn't exist.")
+    if check_author and (post.author_id is None or post.author_id != g.user.id):
+        abort(403, "Only a post's author may change it.")
+    return post
+
+
+def post_form_error(title: str, body: str) -> str | None:
+    if not title.strip():
+        return "Title is required."
+    if len(title) > TITLE_MAX_LENGTH:
+        return f"Title must be at most {TITLE_MAX_LENGTH} characters long."
+    if not body.strip():
+        return "Body is required."
+    return None
+
+
+@bp.route("/")
+def index():
+    posts, older = page_of_posts(select(Post))
+    return render_template("posts/index.html", posts=posts, older=older)
+
+
+@bp.route("/post/<id:id>")
+def detail(id: int):
+    return render_template("posts/detail.html", post=get_post(id, check_author=False))
+
+
+@bp.route("/users")
+def users():
+    users = get_db().scalars(select(User).order_by(User.username)).all()
+    return render_template("posts/users.html", users=users)
+
+
+@bp.route("/users/<username>")
+def user(username: str):
+    author = get_db().scalar(select(User).where(User.username == username))
+    if author is None:
+        abort(404, f"There is no user {username!r}.")
+    posts, older = page_of_posts(select(Post).where(Post.author_id == author.id))
+    return render_template("posts/user.html", author=author, posts=posts, older=older)
+
+
+@bp.route("/create", methods=("GET", "POST"))
+@login_required
+def create():
+    if request.method == "GET":
+        return render_template("posts/create.html", post=None)
+    title = request.form.get("title", "")
+    body = request.form.get("body", "")
+    error = post_form_error(title, body)
+    if error is not None:
+        flash(error)
+        return render_template("posts/create.html", post=None), 400
+    post = Post(title=title, body=body, author=g.user)
+    db = get_db()
+    db.add(post)
+    db.commit()
+    return redirect(url_for("posts.detail", id=post.id))
+
+
+@bp.route("/post/<id:id>/update", methods=("GET", "POST"))
+@login_required
+def update(id: int):
+    post = get_post(id)
+    if request.method == "GET":
+        return render_template("posts/update.html", post=post)
+    title = request.form.get("title", "")
+    body = request.form.get("body", "")
+    error = post_form_error(title, body)
+    if error is not None:
+        flash(error)
+        return render_template("posts/update.html", post=post), 400
+    post.title = title
+    post.body = body
+    get_db().commit()
+    return redirect(url_for("posts.detail", id=post.id))
+
+
+@bp.post("/post/<id:id>/delete")
+@login_required
+def delete(id: int):
+    db = get_db()
+    db.delete(get_post(id))
+    db.commit()
+    flash("Post deleted.")
+    return redirect(url_for("posts.index"))

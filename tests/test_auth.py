@@ -1,0 +1,86 @@
+import pytest
+from flask import g, session
+from sqlalchemy import func, select
+
+from blog.db import get_db
+from blog.models import User
+
+from .conftest import PASSWORD
+
+
+def user_count(app):
+    with app.app_context():
+        return get_db().scalar(select(func.count()).select_from(User))
+
+
+def test_register(app, client, auth):
+    assert client.get("/auth/register").status_code == 200
+    response = auth.post("/auth/register", {"username": "alice", "password": "a good password"})
+    assert response.headers["Location"] == "/auth/login"
+    with app.app_context():
+        user = get_db().scalar(select(User).where(User.username == "alice"))
+        assert user is not None
+        assert user.password_hash != "a good password"
+        assert user.password_hash.startswith(("scrypt:", "pbkdf2:"))  # salted hashes
+    assert "alice" in client.get("/users").get_data(as_text=True)
+
+
+def test_taken_username_gives_the_form_back(app, auth):
+    count = user_count(app)
+    response = auth.post("/auth/register", {"username": "test", "password": PASSWORD})
+    assert response.status_code == 409
+    assert "Username test is already taken." in response.get_data(as_text=True)
+    assert user_count(app) == count
+
+
+@pytest.mark.parametrize(("username", "password", "message"), [
+    ("", "a good password", "Username must be 3 to 80 characters long."),
+    ("ab", "a good password", "Username must be 3 to 80 characters long."),
+    ("a" * 81, "a good password", "Username must be 3 to 80 characters long."),
+    ("bad name", "a good password", "Username may contain only letters"),
+    ("<script>", "a good password", "Username may contain only letters"),
+    ("alice", "", "Password must be 8 to 200 characters long."),
+    ("alice", "short", "Password must be 8 to 200 characters long."),
+    ("alice", "p" * 201, "Password must be 8 to 200 characters long."),
+])
+def test_register_validation(app, auth, username, password, message):
+    count = user_count(app)
+    response = auth.post("/auth/register", {"username": username, "password": password})
+    assert response.status_code == 400
+    assert message in response.get_data(as_text=True)
+    assert user_count(app) == count
+
+
+def test_login(client, auth):
+    assert client.get("/auth/login").status_code == 200
+    response = auth.login()
+    assert response.headers["Location"] == "/"
+    with client:
+        client.get("/")
+        assert session["user_id"] == 1
+        assert g.user.username == "test"
+
+
+@pytest.mark.parametrize(("username", "password"), [
+    ("nobody", PASSWORD),
+    ("test", "wrong password"),
+    ("TEST", PASSWORD),
+])
+def test_login_rejects_bad_credentials(client, auth, username, password):
+    response = auth.login(username, password)
+    assert response.status_code == 401
+    assert "Incorrect username or password." in response.get_data(as_text=True)
+    with client.session_transaction() as sess:
+        assert "user_id" not in sess
+
+
+def test_logout(client, auth):
+    auth.login()
+    with client:
+        auth.logout()
+        assert "user_id" not in session
+
+
+def test_logout_is_not_a_get(client, auth):
+    auth.login()
+    assert client.get("/auth/logout").status_code == 405

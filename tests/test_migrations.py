@@ -1,0 +1,171 @@
+from datetime import datetime
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy.exc import IntegrityError
+
+from blog import create_app
+from blog.db import get_db, init_db, migration_scripts
+from blog.models import Base, Post
+
+from .legacy import legacy_post
+
+
+def revisions(cfg):
+    """The revisions from the first to the head."""
+    return list(reversed(list(ScriptDirectory.from_config(cfg).walk_revisions())))
+
+
+def legacy_columns(engine):
+    """Every post, as the columns the blog had before migrations."""
+    with engine.connect() as connection:
+        return connection.execute(select(legacy_post).order_by(legacy_post.c.id)).all()
+
+
+def current_revision(engine):
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def test_history_has_exactly_one_head(alembic_cfg):
+    assert len(ScriptDirectory.from_config(alembic_cfg).get_heads()) == 1
+
+
+def test_revisions_import_nothing_from_the_blog(alembic_cfg):
+    for revision in revisions(alembic_cfg):
+        source = open(revision.path).read()
+        assert "import blog" not in source and "from blog" not in source
+
+
+def test_create_users_table_keeps_every_post(alembic_cfg, legacy_db):
+    posts = legacy_columns(legacy_db)
+    first = revisions(alembic_cfg)[0]
+    assert first.doc == "Create users table"
+
+    command.upgrade(alembic_cfg, first.revision)
+    columns = {c["name"]: c for c in inspect(legacy_db).get_columns("user")}
+    assert list(columns) == ["id", "username", "password_hash", "created"]
+    assert not columns["username"]["nullable"]
+    assert inspect(legacy_db).get_unique_constraints("user")[0]["column_names"] == ["username"]
+    assert legacy_columns(legacy_db) == posts
+
+    command.downgrade(alembic_cfg, "-1")
+    assert not inspect(legacy_db).has_table("user")
+    assert legacy_columns(legacy_db) == posts
+    assert current_revision(legacy_db) is None
+
+    command.upgrade(alembic_cfg, "head")
+    assert inspect(legacy_db).has_table("user")
+    assert legacy_columns(legacy_db) == posts
+
+
+def test_username_is_unique_after_migration(alembic_cfg, legacy_db):
+    command.upgrade(alembic_cfg, "head")
+    add_user = text("INSERT INTO \"user\" (username, password_hash, created) "
+                    "VALUES ('alice', 'x', '2024-01-01')")
+    with legacy_db.begin() as connection:
+        connection.execute(add_user)
+    with pytest.raises(IntegrityError), legacy_db.begin() as connection:
+        connection.execute(add_user)
+
+
+def test_upgrade_head_on_a_migrated_database_changes_nothing(alembic_cfg, legacy_db):
+    command.upgrade(alembic_cfg, "head")
+    with legacy_db.connect() as connection:
+        schema = connection.execute(text("SELECT sql FROM sqlite_master")).all()
+    command.upgrade(alembic_cfg, "head")
+    with legacy_db.connect() as connection:
+        assert connection.execute(text("SELECT sql FROM sqlite_master")).all() == schema
+
+
+def test_new_revision_follows_the_head(project, runner):
+    ini = project / "alembic.ini"
+    head = ScriptDirectory.from_config(Config(ini)).get_current_head()
+
+    result = runner("-m", "alembic", "-c", ini, "revision", "-m", "Add tags to posts")
+
+    assert result.returncode == 0, result.stderr
+    script = ScriptDirectory.from_config(Config(ini))
+    assert len(script.get_heads()) == 1
+    new = script.get_revision(script.get_current_head())
+    assert new.doc == "Add tags to posts"
+    assert new.down_revision == head
+    assert new.path.endswith("_add_tags_to_posts.py")
+    source = open(new.path).read()
+    assert "def upgrade() -> None:" in source and "def downgrade() -> None:" in source
+
+
+def test_migrated_database_matches_the_models(alembic_cfg, legacy_db):
+    command.upgrade(alembic_cfg, "head")
+    with legacy_db.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+
+
+def test_init_database_matches_the_models(database_url):
+    app = create_app({"DATABASE_URL": database_url, "SECRET_KEY": "test"})
+    engine = app.extensions["db_engine"]
+    init_db(engine, migration_scripts(app))
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    assert current_revision(engine) == migration_scripts(app).get_current_head()
+
+
+def test_add_author_keeps_posts_and_users(alembic_cfg, legacy_db):
+    posts = legacy_columns(legacy_db)
+    command.upgrade(alembic_cfg, "head")
+    with legacy_db.connect() as connection:
+        assert connection.execute(text("SELECT author_id FROM post")).scalars().all() == [None] * 3
+    assert legacy_columns(legacy_db) == posts
+    assert [index["column_names"] for index in inspect(legacy_db).get_indexes("post")] == [
+        ["author_id"]
+    ]
+
+    with legacy_db.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO \"user\" (id, username, password_hash, created) "
+            "VALUES (1, 'alice', 'hash', '2024-01-01 00:00:00')"))
+        connection.execute(text(
+            "INSERT INTO post (title, body, created, author_id) "
+            "VALUES ('By Alice', 'Hers.', '2024-01-02 00:00:00', 1)"))
+        users = connection.execute(text("SELECT * FROM \"user\"")).all()
+    posts = legacy_columns(legacy_db)
+
+    command.downgrade(alembic_cfg, "-1")
+    assert [c["name"] for c in inspect(legacy_db).get_columns("post")] == [
+        "id", "title", "body", "created"
+    ]
+    assert inspect(legacy_db).get_indexes("post") == []
+    assert legacy_columns(legacy_db) == posts
+    with legacy_db.connect() as connection:
+        assert connection.execute(text("SELECT * FROM \"user\"")).all() == users
+
+    command.upgrade(alembic_cfg, "head")
+    assert legacy_columns(legacy_db) == posts
+
+
+def test_add_author_does_not_copy_the_post_table_on_sqlite(alembic_cfg, legacy_db):
+    command.upgrade(alembic_cfg, revisions(alembic_cfg)[0].revision)
+    rootpage = text("SELECT rootpage FROM sqlite_master WHERE name = 'post'")
+    with legacy_db.connect() as connection:
+        before = connection.execute(rootpage).scalar()
+    command.upgrade(alembic_cfg, "+1")
+    with legacy_db.connect() as connection:
+        assert connection.execute(rootpage).scalar() == before  # the same table, not a copy
+        sql = connection.execute(text("SELECT sql FROM sqlite_master WHERE name = 'post'")).scalar()
+    assert "author_id INTEGER REFERENCES user (id)" in sql
+
+
+def test_blog_enforces_foreign_keys(app):
+    with app.app_context():
+        db = get_db()
+        db.add(Post(title="Orphan", body="No such author.", author_id=999,
+                    created=datetime(2024, 1, 1)))
+        with pytest.raises(IntegrityError):
+            db.commit()
+        db.rollback()
+        assert db.scalars(select(Post.title).where(Post.title == "Orphan")).all() == []

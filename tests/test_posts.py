@@ -1,0 +1,217 @@
+from datetime import datetime
+
+import pytest
+from sqlalchemy import event, func, insert, select
+
+from blog.db import get_db
+from blog.models import Post, User
+
+
+def add_posts(app, count, author_id=None):
+    with app.app_context():
+        db = get_db()
+        db.execute(insert(Post), [
+            {"title": f"Post {n}", "body": f"Body {n}", "author_id": author_id,
+             "created": datetime(2022, 1, 1)}
+            for n in range(count)
+        ])
+        db.commit()
+
+
+def post_count(app):
+    with app.app_context():
+        return get_db().scalar(select(func.count()).select_from(Post))
+
+
+def test_index_lists_posts_newest_first(client, auth):
+    page = client.get("/").get_data(as_text=True)
+    assert page.index("test title") < page.index("Written before accounts")
+    assert "Log in" in page and "Register" in page
+
+    auth.login()
+    page = client.get("/").get_data(as_text=True)
+    assert "Log out" in page and 'href="/create"' in page
+
+
+def test_index_pages_through_every_post_once(app, client):
+    add_posts(app, 7)  # 9 posts in all, 3 a page
+    seen, url = [], "/"
+    while url:
+        page = client.get(url).get_data(as_text=True)
+        seen += [line for line in page.splitlines() if "<h2>" in line]
+        older = [part for part in page.split('"') if "before=" in part]
+        url = older[0].replace("&amp;", "&") if older else None
+    assert len(seen) == 9 and len(set(seen)) == 9
+    assert "Written before accounts" in seen[-1]
+
+
+@pytest.mark.parametrize("before", ["abc", "-1", "0", "1.5", "٣", str(2**63)])
+def test_malformed_page_cursor_is_404(client, before):
+    response = client.get("/", query_string={"before": before})
+    assert response.status_code == 404
+    assert "no page of posts" in response.get_data(as_text=True)
+
+
+def test_post_page_shows_post_and_author(client):
+    page = client.get("/post/2").get_data(as_text=True)
+    assert "test title" in page and "test\nbody" in page
+    assert 'href="/users/test"' in page
+
+
+def test_post_written_before_accounts_shows_no_author(client):
+    page = client.get("/post/1").get_data(as_text=True)
+    assert "Written before accounts" in page
+    assert "unknown author" in page
+
+
+@pytest.mark.parametrize("path", ["/post/99", "/post/abc", "/post/0", "/post/-1",
+                                  f"/post/{2**63}", "/post/1.0", "/users/nobody"])
+def test_missing_or_malformed_id_is_404(client, path):
+    response = client.get(path)
+    assert response.status_code == 404
+    assert "404 Not Found" in response.get_data(as_text=True)
+
+
+def test_users_page_lists_users(client):
+    page = client.get("/users").get_data(as_text=True)
+    assert page.index("other") < page.index('href="/users/test"')
+
+
+def test_user_page_lists_only_that_users_posts(app, client):
+    add_posts(app, 4, author_id=2)
+    page = client.get("/users/test").get_data(as_text=True)
+    assert "test title" in page and "Post " not in page
+    page = client.get("/users/other").get_data(as_text=True)
+    assert page.count("<h2>") == 3 and "before=" in page  # a second page exists
+
+
+@pytest.mark.parametrize("path", ["/create", "/post/2/update", "/post/2/delete"])
+def test_writing_requires_login(client, auth, path):
+    response = auth.post(path, {"title": "t", "body": "b"})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/auth/login"
+
+
+def test_create(app, client, auth):
+    auth.login()
+    assert client.get("/create").status_code == 200
+    response = auth.post("/create", {"title": "created", "body": "new body"})
+    assert response.status_code == 302
+    with app.app_context():
+        post = get_db().scalar(select(Post).where(Post.title == "created"))
+        assert post.body == "new body" and post.author.username == "test"
+    assert "created" in client.get(response.headers["Location"]).get_data(as_text=True)
+
+
+def test_update(app, client, auth):
+    auth.login()
+    assert "test title" in client.get("/post/2/update").get_data(as_text=True)
+    auth.post("/post/2/update", {"title": "updated", "body": "changed"})
+    with app.app_context():
+        post = get_db().get(Post, 2)
+        assert (post.title, post.body) == ("updated", "changed")
+
+
+def test_delete(app, auth):
+    auth.login()
+    response = auth.post("/post/2/delete")
+    assert response.headers["Location"] == "/"
+    with app.app_context():
+        assert get_db().get(Post, 2) is None
+
+
+@pytest.mark.parametrize("path", ["/post/2/update", "/post/2/delete"])
+def test_only_the_author_may_change_a_post(app, client, auth, path):
+    auth.login("other")
+    response = auth.post(path, {"title": "hijacked", "body": "x"})
+    assert response.status_code == 403
+    assert "Only a post&#39;s author" in response.get_data(as_text=True)
+    assert client.get("/post/2/update").status_code == 403
+    assert "Edit" not in client.get("/post/2").get_data(as_text=True)
+    with app.app_context():
+        assert get_db().get(Post, 2).title == "test title"
+
+
+@pytest.mark.parametrize("path", ["/post/1/update", "/post/1/delete"])
+def test_posts_from_before_accounts_cannot_be_changed(app, auth, path):
+    auth.login()
+    assert auth.post(path, {"title": "claimed", "body": "x"}).status_code == 403
+    with app.app_context():
+        assert get_db().get(Post, 1).title == "Written before accounts"
+
+
+@pytest.mark.parametrize("path", ["/post/99/update", "/post/99/delete"])
+def test_changing_a_missing_post_is_404(auth, path):
+    auth.login()
+    assert auth.post(path, {"title": "t", "body": "b"}).status_code == 404
+
+
+@pytest.mark.parametrize(("title", "body", "message"), [
+    ("", "body", "Title is required."),
+    ("   ", "body", "Title is required."),
+    ("x" * 201, "body", "Title must be at most 200 characters long."),
+    ("title", "", "Body is required."),
+    ("title", " \n ", "Body is required."),
+])
+@pytest.mark.parametrize("path", ["/create", "/post/2/update"])
+def test_post_validation(app, auth, path, title, body, message):
+    auth.login()
+    count = post_count(app)
+    response = auth.post(path, {"title": title, "body": body})
+    assert response.status_code == 400
+    assert message in response.get_data(as_text=True)
+    assert post_count(app) == count
+    with app.app_context():
+        assert get_db().get(Post, 2).title == "test title"
+
+
+def test_largest_allowed_title_is_accepted(app, auth):
+    auth.login()
+    auth.post("/create", {"title": "x" * 200, "body": "b"})
+    with app.app_context():
+        assert get_db().scalar(select(func.max(func.length(Post.title)))) == 200
+
+
+def test_user_text_is_escaped(client, auth):
+    auth.login()
+    auth.post("/create", {"title": "<script>alert(1)</script>", "body": "<b>bold</b>"})
+    for path in ("/", "/post/3", "/users/test"):
+        page = client.get(path).get_data(as_text=True)
+        assert "<script>alert(1)</script>" not in page
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def count_statements(app, client, path):
+    statements = []
+
+    def record(conn, cursor, statement, *args):
+        if not statement.startswith(("BEGIN", "PRAGMA")):
+            statements.append(statement)
+
+    engine = app.extensions["db_engine"]
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert client.get(path).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return len(statements)
+
+
+@pytest.mark.parametrize("path", ["/", "/users/test", "/post/2"])
+def test_statements_per_page_do_not_grow_with_posts_or_authors(app, client, auth, path):
+    auth.login()
+    few = count_statements(app, client, path)
+
+    app.config["POSTS_PER_PAGE"] = 50
+    with app.app_context():
+        db = get_db()
+        db.execute(insert(User), [{"username": f"author{n}", "password_hash": "x"}
+                                  for n in range(40)])
+        authors = db.scalars(select(User.id)).all()
+        db.execute(insert(Post), [{"title": f"t{n}", "body": "b", "author_id": authors[n % 40],
+                                   "created": datetime(2023, 1, 1)} for n in range(100)])
+        db.execute(insert(Post), [{"title": f"mine {n}", "body": "b", "author_id": 1,
+                                   "created": datetime(2023, 1, 1)} for n in range(60)])
+        db.commit()
+
+    assert count_statements(app, client, path) == few

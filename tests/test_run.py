@@ -1,0 +1,177 @@
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime
+
+import pytest
+from sqlalchemy import create_engine
+
+from .legacy import make_legacy_database
+
+LEGACY_POSTS = [{"title": "Old post", "body": "From before migrations.",
+                 "created": datetime(2020, 1, 1)}]
+
+
+def make_legacy_blog(path):
+    engine = create_engine(f"sqlite:///{path}")
+    make_legacy_database(engine, LEGACY_POSTS)
+    engine.dispose()
+
+
+def titles(path):
+    with sqlite3.connect(path) as connection:
+        return [row[0] for row in connection.execute("SELECT title FROM post ORDER BY id")]
+
+
+def version(path):
+    with sqlite3.connect(path) as connection:
+        return connection.execute("SELECT version_num FROM alembic_version").fetchall()
+
+
+def test_init_creates_the_database_at_head(project, runner):
+    result = runner(project / "run.py", "init")
+    assert result.returncode == 0, result.stderr
+    assert f"Created sqlite:///{project / 'blog.db'} at the latest revision" in result.stdout
+    assert "Backed up" not in result.stdout
+
+    current = runner("-m", "alembic", "-c", project / "alembic.ini", "current")
+    assert current.stdout.strip().endswith("(head)")
+    upgrade = runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head")
+    assert upgrade.returncode == 0
+    assert "Running upgrade" not in upgrade.stderr
+
+
+def test_init_backs_up_an_existing_database_and_never_overwrites_a_backup(project, runner):
+    db = project / "blog.db"
+    make_legacy_blog(db)
+
+    first = runner(project / "run.py", "init")
+    assert first.returncode == 0, first.stderr
+    assert f"Backed up the old database to {project / 'blog.db.bak'}" in first.stdout
+    assert titles(project / "blog.db.bak") == ["Old post"]
+    assert titles(db) == []
+
+    sqlite3.connect(db).execute("INSERT INTO post (title, body, created) "
+                                "VALUES ('Newer', 'b', '2024-01-01')").connection.commit()
+    second = runner(project / "run.py", "init")
+    assert f"Backed up the old database to {project / 'blog.db.bak.1'}" in second.stdout
+    assert titles(project / "blog.db.bak") == ["Old post"]
+    assert titles(project / "blog.db.bak.1") == ["Newer"]
+
+
+def test_init_refuses_a_file_that_is_not_a_database(project, runner):
+    db = project / "blog.db"
+    db.write_text("my shopping list\n" * 100)
+    result = runner(project / "run.py", "init")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot back up")
+    assert "file is not a database" in result.stderr
+    assert db.read_text() == "my shopping list\n" * 100
+    assert not (project / "blog.db.bak").exists()
+
+
+@pytest.mark.parametrize(("prepare", "message"), [
+    (lambda db: None, "does not exist; run `python run.py init`"),
+    (make_legacy_blog, "has no migration revision"),
+    (lambda db: db.write_bytes(b""), "has no blog tables; run `python run.py init`"),
+])
+def test_serve_refuses_a_database_it_cannot_use(project, runner, prepare, message):
+    prepare(project / "blog.db")
+    result = runner(project / "run.py")
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_serve_refuses_a_database_behind_head(project, runner):
+    make_legacy_blog(project / "blog.db")
+    runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "+1")
+    result = runner(project / "run.py")
+    assert result.returncode == 1
+    assert "behind this code's" in result.stderr and "run `alembic upgrade head`" in result.stderr
+
+
+def test_serve_refuses_a_revision_the_code_does_not_know(project, runner):
+    runner(project / "run.py", "init")
+    with sqlite3.connect(project / "blog.db") as connection:
+        connection.execute("UPDATE alembic_version SET version_num = 'f00dcafe'")
+    result = runner(project / "run.py")
+    assert result.returncode == 1
+    assert "revision f00dcafe, which this code does not know" in result.stderr
+
+
+def test_unknown_command_is_a_usage_error(project, runner):
+    result = runner(project / "run.py", "destroy")
+    assert result.returncode == 2
+    assert "invalid choice: 'destroy'" in result.stderr
+
+
+def test_help_lists_the_commands(project, runner):
+    result = runner(project / "run.py", "--help")
+    assert result.returncode == 0
+    assert "init" in result.stdout and "--port" in result.stdout
+
+
+def test_blog_and_alembic_use_the_same_file_from_any_folder(project, runner, tmp_path):
+    elsewhere = tmp_path / "another" / "folder"
+    elsewhere.mkdir(parents=True)
+    make_legacy_blog(project / "blog.db")
+
+    upgrade = runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head",
+                     cwd=elsewhere)
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert len(version(project / "blog.db")) == 1
+    assert list(elsewhere.iterdir()) == []  # no stray blog.db beside the user
+
+    init = runner(project / "run.py", "init")
+    assert f"sqlite:///{project / 'blog.db'}" in init.stdout
+
+
+def test_blog_database_url_overrides_alembic_ini_for_both(project, runner, tmp_path):
+    other = tmp_path / "other.db"
+    env = {"BLOG_DATABASE_URL": f"sqlite:///{other}"}
+    make_legacy_blog(other)
+
+    refused = runner(project / "run.py", env=env)
+    assert "has no migration revision" in refused.stderr  # it looked at other.db
+    assert runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head",
+                  env=env).returncode == 0
+    assert len(version(other)) == 1
+    init = runner(project / "run.py", "init", env=env)
+    assert f"Backed up the old database to {other}.bak" in init.stdout
+    assert not (project / "blog.db").exists()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_serves_the_blog(project, runner):
+    make_legacy_blog(project / "blog.db")
+    runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, project / "run.py", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        page = wait_for_page(f"http://127.0.0.1:{port}/")
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert "Old post" in page and "unknown author" in page
+
+
+def wait_for_page(url, seconds=20):
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

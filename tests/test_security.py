@@ -1,0 +1,75 @@
+import pytest
+from sqlalchemy import func, select
+
+from blog import create_app, instance_secret_key
+from blog.db import get_db
+from blog.models import Post, User
+
+from .conftest import AuthActions
+
+
+def counts(app):
+    with app.app_context():
+        db = get_db()
+        return (db.scalar(select(func.count()).select_from(Post)),
+                db.scalar(select(func.count()).select_from(User)))
+
+
+@pytest.mark.parametrize("token", [None, "", "forged", "x" * 43])
+@pytest.mark.parametrize(("path", "data"), [
+    ("/auth/register", {"username": "mallory", "password": "a good password"}),
+    ("/create", {"title": "t", "body": "b"}),
+    ("/post/2/update", {"title": "t", "body": "b"}),
+    ("/post/2/delete", {}),
+    ("/auth/logout", {}),
+])
+def test_form_without_a_valid_csrf_token_is_refused(app, client, auth, path, data, token):
+    auth.login()
+    before = counts(app)
+    if token is not None:
+        data = {**data, "csrf_token": token}
+    response = client.post(path, data=data)
+    assert response.status_code == 400
+    assert "security token" in response.get_data(as_text=True)
+    assert counts(app) == before
+    with app.app_context():
+        assert get_db().get(Post, 2).title == "test title"
+    with client.session_transaction() as sess:
+        assert sess["user_id"] == 1  # still logged in
+
+
+def test_csrf_token_of_another_session_is_refused(app, client, auth):
+    other_token = AuthActions(app.test_client()).csrf_token()
+    auth.login()
+    response = client.post("/create", data={"title": "t", "body": "b",
+                                            "csrf_token": other_token})
+    assert response.status_code == 400
+
+
+def test_session_cookie_is_httponly_and_samesite_lax(client, auth):
+    response = auth.login()
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+
+
+def test_request_body_over_the_limit_is_413(app, auth):
+    auth.login()
+    before = counts(app)
+    response = auth.post("/create", {"title": "big", "body": "x" * (2 * 1024 * 1024)})
+    assert response.status_code == 413
+    assert "413 Request Entity Too Large" in response.get_data(as_text=True)
+    assert counts(app) == before
+
+
+def test_secret_key_comes_from_the_environment(database_url, monkeypatch):
+    monkeypatch.setenv("BLOG_SECRET_KEY", "from the environment")
+    app = create_app({"DATABASE_URL": database_url})
+    assert app.config["SECRET_KEY"] == "from the environment"
+
+
+def test_secret_key_is_generated_once_into_the_instance_folder(tmp_path):
+    key = instance_secret_key(tmp_path / "instance")
+    assert len(key) == 64
+    assert instance_secret_key(tmp_path / "instance") == key
+    assert (tmp_path / "instance" / "secret_key").stat().st_mode & 0o077 == 0

@@ -1,0 +1,22 @@
+# make run: set up, bring the database to the latest revision, serve the blog.
+# make test: set up and run the tests.
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+
+.PHONY: run test bench clean
+
+run: $(VENV)/installed
+	@test -f blog.db || $(PYTHON) run.py init
+	$(VENV)/bin/alembic upgrade head
+	$(PYTHON) run.py
+
+test: $(VENV)/installed
+	$(PYTHON) -m pytest
+
+$(VENV)/installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet -r requirements.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache

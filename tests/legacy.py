@@ -19,3 +19,23 @@ def make_legacy_database(engine: Engine, posts: list[dict]) -> None:
         legacy_metadata.create_all(connection)
         if posts:
             connection.execute(legacy_post.insert(), posts)
+
+
+if __name__ == "__main__":
+    # python -m tests.legacy [PATH]: the blog.db you would have had before
+    # migrations, with a few posts, for following the README's lesson.
+    import sys
+    from datetime import datetime
+    from pathlib import Path
+
+    from sqlalchemy import create_engine
+
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "blog.db").resolve()
+    if path.exists():
+        sys.exit(f"error: {path} exists; move it away first")
+    make_legacy_database(create_engine(f"sqlite:///{path}"), [
+        {"title": "Hello, world", "body": "The first post.", "created": datetime(2024, 3, 1, 9)},
+        {"title": "On SQLite", "body": "One file holds it all.", "created": datetime(2024, 3, 2, 9)},
+        {"title": "Still here", "body": "Posts outlive schema changes.", "created": datetime(2024, 3, 3, 9)},
+    ])
+    print(f"Created {path} as the blog made it before migrations, with 3 posts")

@@ -3,9 +3,12 @@ from logging.config import fileConfig
 
 from sqlalchemy import create_engine
 from sqlalchemy import event
+from sqlalchemy import make_url
 from sqlalchemy import pool
+from sqlalchemy.exc import DBAPIError
 
 from alembic import context
+from alembic.util import CommandError
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
@@ -29,6 +32,8 @@ target_metadata = None
 
 # BLOG_DATABASE_URL points the blog and its migrations at another database.
 url = os.environ.get("BLOG_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+# SQLite's DDL is transactional once BEGIN is ours (see run_migrations_online).
+transactional_ddl = True if make_url(url).get_backend_name() == "sqlite" else None
 
 
 def run_migrations_offline() -> None:
@@ -48,6 +53,7 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
+        transactional_ddl=transactional_ddl,
     )
 
     with context.begin_transaction():
@@ -63,24 +69,30 @@ def run_migrations_online() -> None:
     """
     connectable = create_engine(url, poolclass=pool.NullPool)
 
-    sqlite = connectable.dialect.name == "sqlite"
-    if sqlite:
+    if connectable.dialect.name == "sqlite":
+        database = connectable.url.database
+        # Connecting would create an empty file that no revision can upgrade.
+        if not database or not os.path.isfile(database):
+            raise CommandError(f"{database} does not exist; create it with `python run.py init`")
         # pysqlite runs DDL outside any transaction; emit BEGIN ourselves so
         # that a failing migration rolls back whole (SQLAlchemy's pysqlite docs).
         # IMMEDIATE takes the write lock first, waiting for the blog's writers.
         event.listen(connectable, "connect", _autocommit_driver)
         event.listen(connectable, "begin", _begin_immediate)
 
-    with connectable.connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=target_metadata,
-            # with our own BEGIN, SQLite's DDL is transactional too
-            transactional_ddl=True if sqlite else None,
-        )
+    try:
+        with connectable.connect() as connection:
+            context.configure(
+                connection=connection,
+                target_metadata=target_metadata,
+                transactional_ddl=transactional_ddl,
+            )
 
-        with context.begin_transaction():
-            context.run_migrations()
+            with context.begin_transaction():
+                context.run_migrations()
+    except DBAPIError as error:
+        # One line, not a traceback (--raiseerr shows that): "file is not a database".
+        raise CommandError(f"{error.orig} ({connectable.url.render_as_string()})") from error
 
 
 def _autocommit_driver(dbapi_connection, connection_record) -> None:

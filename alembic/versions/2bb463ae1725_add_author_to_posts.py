@@ -46,7 +46,18 @@ def downgrade() -> None:
     op.drop_index("ix_post_author_id", table_name="post")
     # SQLite cannot drop a column that references another table: batch mode
     # copies the table without it, keeping every other column of every post.
-    with op.batch_alter_table("post") as batch_op:
+    # copy_from says what the table is at this revision, so that offline
+    # (--sql) mode, which cannot look at the database, can copy it too.
+    post = sa.Table(
+        "post",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("title", sa.String(200), nullable=False),
+        sa.Column("body", sa.Text, nullable=False),
+        sa.Column("created", sa.DateTime, nullable=False),
+        sa.Column("author_id", sa.Integer, sa.ForeignKey("user.id")),
+    )
+    with op.batch_alter_table("post", copy_from=post) as batch_op:
         batch_op.drop_column("author_id")
 
 

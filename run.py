@@ -19,7 +19,7 @@ def init(app) -> None:
     backup = init_db(app.extensions["db_engine"], migration_scripts(app))
     if backup:
         print(f"Backed up the old database to {backup}")
-    print(f"Created {app.config['DATABASE_URL']} at the latest revision")
+    print(f"Created {app.extensions['db_engine'].url} at the latest revision")
 
 
 def serve(app, host: str, port: int, debug: bool) -> None:
@@ -51,10 +51,12 @@ def main(argv: list[str] | None = None) -> int:
             init(app)
         else:
             serve(app, args.host, args.port, args.debug)
+    except DBAPIError as error:
+        # The driver's own words and the database, without SQLAlchemy's statement.
+        print(f"error: {error.orig} ({app.extensions['db_engine'].url})", file=sys.stderr)
+        return 1
     except (DatabaseProblem, SQLAlchemyError, OSError) as error:
-        # The driver's own words, without SQLAlchemy's statement and links.
-        reason = error.orig if isinstance(error, DBAPIError) else error
-        print(f"error: {reason}", file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
 

@@ -131,6 +131,8 @@ def init_db(engine: Engine, script: ScriptDirectory) -> Path | None:
     up with the server's own tools first.
     """
     path = sqlite_path(str(engine.url))
+    if path and not path.parent.is_dir():
+        raise DatabaseProblem(f"cannot create {path}: {path.parent} is not a folder")
     backup = backup_database(path) if path and path.exists() else None
     with engine.begin() as connection:
         existing = MetaData()

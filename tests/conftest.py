@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, insert
 from werkzeug.security import generate_password_hash
 
@@ -18,6 +19,10 @@ from blog.models import Post, User
 from .legacy import make_legacy_database
 
 PROJECT = Path(__file__).resolve().parent.parent
+
+# The project's revisions, from the first to the head.
+REVISIONS = list(reversed(list(
+    ScriptDirectory.from_config(Config(PROJECT / "alembic.ini")).walk_revisions())))
 
 # What a test user types to log in; hashed once, as hashing is slow on purpose.
 PASSWORD = "correct horse"

@@ -13,12 +13,8 @@ from blog import create_app
 from blog.db import get_db, init_db, migration_scripts
 from blog.models import Base, Post
 
+from .conftest import REVISIONS
 from .legacy import legacy_post
-
-
-def revisions(cfg):
-    """The revisions from the first to the head."""
-    return list(reversed(list(ScriptDirectory.from_config(cfg).walk_revisions())))
 
 
 def legacy_columns(engine):
@@ -37,14 +33,14 @@ def test_history_has_exactly_one_head(alembic_cfg):
 
 
 def test_revisions_import_nothing_from_the_blog(alembic_cfg):
-    for revision in revisions(alembic_cfg):
+    for revision in REVISIONS:
         source = open(revision.path).read()
         assert "import blog" not in source and "from blog" not in source
 
 
 def test_create_users_table_keeps_every_post(alembic_cfg, legacy_db):
     posts = legacy_columns(legacy_db)
-    first = revisions(alembic_cfg)[0]
+    first = REVISIONS[0]
     assert first.doc == "Create users table"
 
     command.upgrade(alembic_cfg, first.revision)
@@ -149,7 +145,7 @@ def test_add_author_keeps_posts_and_users(alembic_cfg, legacy_db):
 
 
 def test_add_author_does_not_copy_the_post_table_on_sqlite(alembic_cfg, legacy_db):
-    command.upgrade(alembic_cfg, revisions(alembic_cfg)[0].revision)
+    command.upgrade(alembic_cfg, REVISIONS[0].revision)
     rootpage = text("SELECT rootpage FROM sqlite_master WHERE name = 'post'")
     with legacy_db.connect() as connection:
         before = connection.execute(rootpage).scalar()

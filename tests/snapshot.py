@@ -1,0 +1,69 @@
+"""What a user could see of a database: its schema and every row of every table."""
+
+from sqlalchemy import Engine, MetaData, inspect, select, text
+
+
+def schema(engine: Engine) -> dict:
+    with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # The text SQLite keeps, white space folded (offline SQL indents
+            # with spaces, online with tabs); a half-done batch copy shows here.
+            return {"sqlite_master": [
+                (type_, name, table, sql and " ".join(sql.split()))
+                for type_, name, table, sql in connection.execute(text(
+                    "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name"))
+            ]}
+        inspector = inspect(connection)
+        return {
+            table: {
+                "columns": [(c["name"], str(c["type"]), c["nullable"])
+                            for c in inspector.get_columns(table)],
+                "indexes": sorted((i["name"], tuple(i["column_names"]))
+                                  for i in inspector.get_indexes(table)),
+                "foreign_keys": sorted((fk["name"], tuple(fk["constrained_columns"]),
+                                        fk["referred_table"])
+                                       for fk in inspector.get_foreign_keys(table)),
+                "unique": sorted((u["name"], tuple(u["column_names"]))
+                                 for u in inspector.get_unique_constraints(table)),
+            }
+            for table in sorted(inspector.get_table_names())
+        }
+
+
+def rows(engine: Engine) -> dict[str, list[dict]]:
+    """Every row of every table, as column -> value, in primary key order."""
+    tables = MetaData()
+    tables.reflect(engine)
+    with engine.connect() as connection:
+        return {
+            name: [dict(row._mapping) for row in connection.execute(
+                select(table).order_by(*(table.primary_key.columns or table.columns)))]
+            for name, table in tables.tables.items()
+        }
+
+
+def state(engine: Engine) -> dict:
+    return {"schema": schema(engine), "rows": rows(engine)}
+
+
+def columns(engine: Engine) -> dict[str, set[str]]:
+    inspector = inspect(engine)
+    return {table: {c["name"] for c in inspector.get_columns(table)}
+            for table in inspector.get_table_names()}
+
+
+def unchanged_part(rows_before: dict, columns_before: dict, engine: Engine) -> tuple:
+    """The rows before and now, cut to the tables and columns present both times.
+
+    What a revision adds or removes is its own; everything else must not change.
+    """
+    columns_now = columns(engine)
+    # alembic_version is Alembic's to change at every step.
+    tables = (columns_before.keys() & columns_now.keys()) - {"alembic_version"}
+    shared = {table: columns_before[table] & columns_now[table] for table in tables}
+
+    def cut(all_rows):
+        return {table: [{c: row[c] for c in shared[table]} for row in all_rows[table]]
+                for table in shared}
+
+    return cut(rows_before), cut(rows(engine))

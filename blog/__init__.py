@@ -59,4 +59,6 @@ def instance_secret_key(instance_path: Path) -> str:
 
 
 def show_error(error: HTTPException):
-    return render_template("error.html", error=error), error.code
+    # Keep the error's own headers, such as Allow (405) and Retry-After (503).
+    headers = [(name, value) for name, value in error.get_headers() if name != "Content-Type"]
+    return render_template("error.html", error=error), error.code, headers

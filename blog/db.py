@@ -84,10 +84,15 @@ def close_db(exception: BaseException | None = None) -> None:
 def database_busy(error: OperationalError):
     # A locked database or one mid-migration: worth retrying, not a crash.
     current_app.logger.warning("database unavailable: %s", error.orig)
+    # The page must not touch the database again: drop the failed session
+    # and the user it loaded (the page then shows the logged-out menu).
+    close_db()
+    g.pop("user", None)
     busy = ServiceUnavailable(
-        "The database is busy, perhaps being migrated. Please try again in a moment."
+        "The database is busy, perhaps being migrated. Please try again in a moment.",
+        retry_after=1,
     )
-    return current_app.handle_http_exception(busy), {"Retry-After": "1"}
+    return current_app.handle_http_exception(busy)
 
 
 def init_app(app) -> None:

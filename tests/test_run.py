@@ -156,7 +156,7 @@ def test_serve_serves_the_blog(project, runner):
     runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head")
     port = free_port()
     server = subprocess.Popen([sys.executable, project / "run.py", "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         page = wait_for_page(f"http://127.0.0.1:{port}/")
     finally:

@@ -1,0 +1,41 @@
+import sqlite3
+
+from alembic import command
+from sqlalchemy import func, select
+
+from blog.db import backup_database, get_db
+from blog.models import Post
+
+
+def test_database_mid_migration_gives_503_and_writes_nothing(app, client, auth, alembic_cfg):
+    auth.login()
+    token = auth.csrf_token()
+    command.downgrade(alembic_cfg, "-1")  # the blog's code now expects a column that is gone
+
+    for response in (client.get("/"),
+                     client.post("/create", data={"title": "t", "body": "b", "csrf_token": token})):
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "1"
+        assert "The database is busy" in response.get_data(as_text=True)
+
+    command.upgrade(alembic_cfg, "head")
+    with app.app_context():
+        assert get_db().scalar(select(func.count()).select_from(Post)) == 2
+    assert client.get("/").status_code == 200
+
+
+def test_error_pages_keep_their_headers(client):
+    response = client.get("/auth/logout")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "OPTIONS, POST"
+    assert "405 Method Not Allowed" in response.get_data(as_text=True)
+
+
+def test_backups_are_numbered_and_never_overwritten(app, tmp_path):
+    path = tmp_path / "blog.db"
+    first = backup_database(path)
+    second = backup_database(path)
+    assert (first.name, second.name) == ("blog.db.bak", "blog.db.bak.1")
+    for backup in (first, second):
+        with sqlite3.connect(backup) as connection:
+            assert connection.execute("SELECT count(*) FROM post").fetchone() == (2,)

@@ -15,6 +15,8 @@ NAMING_CONVENTION = {
 # number would fail in the driver instead of simply matching no row.
 MAX_ID = 2**63 - 1
 TITLE_MAX_LENGTH = 200
+# What a TEXT column holds on MariaDB and MySQL, so a post fits every database.
+BODY_MAX_BYTES = 65_535
 USERNAME_MAX_LENGTH = 80
 
 

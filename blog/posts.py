@@ -14,7 +14,7 @@ from sqlalchemy.orm import joinedload
 
 from .auth import login_required
 from .db import get_db
-from .models import MAX_ID, TITLE_MAX_LENGTH, Post, User
+from .models import BODY_MAX_BYTES, MAX_ID, TITLE_MAX_LENGTH, Post, User
 
 bp = Blueprint("posts", __name__)
 
@@ -58,6 +58,8 @@ def post_form_error(title: str, body: str) -> str | None:
         return f"Title must be at most {TITLE_MAX_LENGTH} characters long."
     if not body.strip():
         return "Body is required."
+    if len(body.encode()) > BODY_MAX_BYTES:
+        return f"Body must be at most {BODY_MAX_BYTES:,} bytes long in UTF-8."
     return None
 
 

@@ -1,6 +1,7 @@
 import itertools
 import os
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -8,7 +9,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import current_app, g
-from sqlalchemy import Engine, MetaData, create_engine, event, inspect, make_url
+from sqlalchemy import Engine, MetaData, create_engine, event, func, inspect, make_url, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import ServiceUnavailable
@@ -154,29 +155,67 @@ def init_db(engine: Engine, script: ScriptDirectory) -> Path | None:
     return backup
 
 
-def schema_problem(engine: Engine, script: ScriptDirectory) -> str | None:
-    """Why the database does not match this code's migrations, or None."""
+def check_database(engine: Engine, scripts: ScriptDirectory) -> None:
+    """Raise DatabaseProblem, saying how to fix it, unless the database
+    exists and is at this code's latest revision."""
+    path = sqlite_path(str(engine.url))
+    if path and not path.exists():
+        raise DatabaseProblem(f"{path} does not exist; run `python run.py init`")
     with engine.connect() as connection:
         current = set(MigrationContext.configure(connection).get_current_heads())
         has_posts_table = inspect(connection).has_table("post")
-    heads = set(script.get_heads())
+    heads = set(scripts.get_heads())
     if current == heads:
-        return None
+        return
     if not has_posts_table:
-        return "the database has no blog tables; run `python run.py init`"
+        raise DatabaseProblem("the database has no blog tables; run `python run.py init`")
     if not current:
-        return (
+        raise DatabaseProblem(
             "the database has no migration revision (a blog.db from before "
             "migrations?); run `alembic upgrade head`"
         )
-    known = {revision.revision for revision in script.walk_revisions()}
+    known = {revision.revision for revision in scripts.walk_revisions()}
     unknown = current - known
     if unknown:
-        return (
+        raise DatabaseProblem(
             f"the database is at revision {', '.join(sorted(unknown))}, which this "
             "code does not know; run the code that migrated it, or downgrade with it"
         )
-    return (
+    raise DatabaseProblem(
         f"the database is at revision {', '.join(sorted(current))}, behind "
         f"this code's {', '.join(sorted(heads))}; run `alembic upgrade head`"
     )
+
+
+def copy_database(source: Engine, target: Engine, scripts: ScriptDirectory,
+                  progress: Callable[[str], None], batch_size: int = 1000) -> None:
+    """Copy every user and post to another database, keeping their ids.
+
+    The target gets the current schema if it has no tables; otherwise it must
+    be at the latest revision and hold no users or posts. Rows go over in
+    batches of batch_size, all in one transaction on the target, so a failed
+    copy leaves nothing half-done there.
+    """
+    check_database(source, scripts)
+    if not inspect(target).get_table_names():
+        init_db(target, scripts)
+    check_database(target, scripts)
+    with source.connect() as reader, target.begin() as writer:
+        for table in Base.metadata.sorted_tables:  # users before the posts that name them
+            if writer.scalar(select(func.count()).select_from(table)):
+                raise DatabaseProblem(f"the target already has rows in {table.name}; "
+                                      "copy into an empty database")
+            total = reader.scalar(select(func.count()).select_from(table))
+            copied, last_id = 0, 0
+            while rows := reader.execute(
+                select(table).where(table.c.id > last_id).order_by(table.c.id).limit(batch_size)
+            ).mappings().all():
+                writer.execute(table.insert(), rows)
+                copied, last_id = copied + len(rows), rows[-1]["id"]
+                progress(f"{table.name}: copied {copied:,} of {total:,}")
+            if writer.dialect.name == "postgresql":
+                # Explicit ids do not move PostgreSQL's sequence; new rows would collide.
+                name = writer.dialect.identifier_preparer.format_table(table)
+                writer.execute(text(
+                    f"SELECT setval(pg_get_serial_sequence(:name, 'id'), "
+                    f"coalesce(max(id), 0) + 1, false) FROM {name}"), {"name": name})

@@ -3,6 +3,7 @@ import re
 import shutil
 import subprocess
 import sys
+import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -29,10 +30,47 @@ PASSWORD = "correct horse"
 PASSWORD_HASH = generate_password_hash(PASSWORD)
 
 
+# Database servers the tests also run on, when these variables give their URLs.
+SERVER_URL_VARIABLES = {
+    "postgresql": "BLOG_TEST_POSTGRES_URL",
+    "mysql": "BLOG_TEST_MYSQL_URL",
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only: the test is about SQLite itself")
+
+
+def pytest_generate_tests(metafunc):
+    # A test that uses a database runs on SQLite and on every server,
+    # unless it is about SQLite itself.
+    if "backend" in metafunc.fixturenames:
+        sqlite_only = metafunc.definition.get_closest_marker("sqlite_only")
+        backends = ["sqlite"] if sqlite_only else ["sqlite", *SERVER_URL_VARIABLES]
+        metafunc.parametrize("backend", backends)
+
+
 @pytest.fixture
-def database_url(tmp_path):
-    """A database of the test's own; never the project's blog.db."""
-    return f"sqlite:///{tmp_path / 'blog.db'}"
+def database_url(backend, tmp_path):
+    """A database of the test's own, dropped afterwards; never the project's blog.db."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'blog.db'}"
+        return
+    variable = SERVER_URL_VARIABLES[backend]
+    if not os.environ.get(variable):
+        pytest.skip(f"{variable} is not set")
+    server = create_engine(os.environ[variable], isolation_level="AUTOCOMMIT")
+    name = f"blog_test_{uuid.uuid4().hex[:12]}"
+    with server.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}" + (
+            " CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci" if backend == "mysql" else ""))
+    try:
+        yield server.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with server.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE {name}" + (
+                " WITH (FORCE)" if backend == "postgresql" else ""))
+        server.dispose()
 
 
 @pytest.fixture

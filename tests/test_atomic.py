@@ -32,7 +32,7 @@ def add_data(engine):
                  "created": datetime(2024, 1, 1, 12, i)} for i in range(3)])
             author_ids += connection.scalars(select(user.c.id)).all()
         posts = [
-            {"title": "Ünïcödé ✓ 日本語 🎉", "body": "Ça va? " * 20_000},
+            {"title": "Ünïcödé ✓ 日本語 🎉", "body": "Ça va? " * 8_000},  # 64,000 bytes
             {"title": "x" * 200, "body": "the largest allowed title"},
             {"title": "quotes ' \" ; -- DROP TABLE post", "body": "\n\ttabs and trailing space "},
         ]
@@ -57,7 +57,7 @@ def current_revision(engine):
 @pytest.mark.parametrize("direction", ["upgrade", "downgrade"])
 @pytest.mark.parametrize("revision", REVISIONS, ids=lambda revision: revision.doc)
 def test_failing_revision_leaves_the_database_as_it_was(alembic_cfg, full_db, monkeypatch,
-                                                       revision, direction):
+                                                       backend, revision, direction):
     below = revision.down_revision or "base"
     start, target = ((below, revision.revision) if direction == "upgrade"
                      else (revision.revision, below))
@@ -78,7 +78,14 @@ def test_failing_revision_leaves_the_database_as_it_was(alembic_cfg, full_db, mo
         patch.setattr(migration.HeadMaintainer, "update_to_step", update_then_fail)
         getattr(command, direction)(alembic_cfg, target)
 
-    assert state(full_db) == before
+    after = state(full_db)
+    if backend == "mysql":
+        # MariaDB commits every DDL statement at once: the schema has moved
+        # while alembic_version, an ordinary row, was rolled back.
+        assert after["schema"] != before["schema"]
+        assert after["rows"]["alembic_version"] == before["rows"]["alembic_version"]
+        return
+    assert after == before
     getattr(command, direction)(alembic_cfg, target)  # and it still runs afterwards
     assert current_revision(full_db) == (None if target == "base" else target)
 
@@ -110,6 +117,7 @@ def apply_sql(path, sql):
         connection.executescript(sql)
 
 
+@pytest.mark.sqlite_only
 def test_offline_sql_matches_online_migrations(alembic_cfg, full_db, database_url, runner,
                                                tmp_path):
     path = tmp_path / "blog.db"

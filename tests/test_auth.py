@@ -64,7 +64,6 @@ def test_login(client, auth):
 @pytest.mark.parametrize(("username", "password"), [
     ("nobody", PASSWORD),
     ("test", "wrong password"),
-    ("TEST", PASSWORD),
 ])
 def test_login_rejects_bad_credentials(client, auth, username, password):
     response = auth.login(username, password)
@@ -84,3 +83,15 @@ def test_logout(client, auth):
 def test_logout_is_not_a_get(client, auth):
     auth.login()
     assert client.get("/auth/logout").status_code == 405
+
+
+def test_usernames_compare_the_way_the_unique_constraint_does(app, client, auth, backend):
+    # MariaDB's default collation ignores case; SQLite and PostgreSQL do not.
+    ignores_case = backend == "mysql"
+    response = auth.post("/auth/register", {"username": "TEST", "password": "another password"})
+    assert response.status_code == (409 if ignores_case else 302)
+    assert user_count(app) == (2 if ignores_case else 3)
+
+    auth.login("TEST", PASSWORD)
+    with client.session_transaction() as sess:
+        assert sess.get("user_id") == (1 if ignores_case else None)

@@ -95,3 +95,10 @@ def test_migrating_a_database_stamped_with_an_unknown_revision(project, runner, 
     result = alembic(runner, project, *args)
     assert_one_line_error(result, "Can't locate revision identified by 'f00dcafe'")
     assert (project / "blog.db").read_bytes() == before
+
+
+def test_database_whose_driver_is_not_installed(project, runner):
+    env = {"BLOG_DATABASE_URL": "mssql+pymssql://someone:s3cret@127.0.0.1/blog"}
+    result = runner(project / "run.py", env=env)
+    assert_one_line_error(result, "No module named 'pymssql'; the drivers for database "
+                                  "servers are in requirements-servers.txt")

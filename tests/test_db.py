@@ -1,5 +1,7 @@
 import sqlite3
 
+import pytest
+
 from alembic import command
 from sqlalchemy import func, select
 
@@ -7,6 +9,7 @@ from blog.db import backup_database, get_db
 from blog.models import Post
 
 
+@pytest.mark.sqlite_only  # PostgreSQL reports a missing column as a programming error
 def test_database_mid_migration_gives_503_and_writes_nothing(app, client, auth, alembic_cfg):
     auth.login()
     token = auth.csrf_token()
@@ -27,10 +30,11 @@ def test_database_mid_migration_gives_503_and_writes_nothing(app, client, auth, 
 def test_error_pages_keep_their_headers(client):
     response = client.get("/auth/logout")
     assert response.status_code == 405
-    assert response.headers["Allow"] == "OPTIONS, POST"
+    assert set(response.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
     assert "405 Method Not Allowed" in response.get_data(as_text=True)
 
 
+@pytest.mark.sqlite_only
 def test_backups_are_numbered_and_never_overwritten(app, tmp_path):
     path = tmp_path / "blog.db"
     first = backup_database(path)

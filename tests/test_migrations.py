@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import MetaData, Table, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from blog import create_app
@@ -15,6 +15,7 @@ from blog.models import Base, Post
 
 from .conftest import REVISIONS
 from .legacy import legacy_post
+from .snapshot import state
 
 
 def legacy_columns(engine):
@@ -62,21 +63,23 @@ def test_create_users_table_keeps_every_post(alembic_cfg, legacy_db):
 
 def test_username_is_unique_after_migration(alembic_cfg, legacy_db):
     command.upgrade(alembic_cfg, "head")
-    add_user = text("INSERT INTO \"user\" (username, password_hash, created) "
-                    "VALUES ('alice', 'x', '2024-01-01')")
+    user = reflected(legacy_db, "user")
+    alice = {"username": "alice", "password_hash": "x", "created": datetime(2024, 1, 1)}
     with legacy_db.begin() as connection:
-        connection.execute(add_user)
+        connection.execute(user.insert(), alice)
     with pytest.raises(IntegrityError), legacy_db.begin() as connection:
-        connection.execute(add_user)
+        connection.execute(user.insert(), alice)
+
+
+def reflected(engine, name):
+    return Table(name, MetaData(), autoload_with=engine)
 
 
 def test_upgrade_head_on_a_migrated_database_changes_nothing(alembic_cfg, legacy_db):
     command.upgrade(alembic_cfg, "head")
-    with legacy_db.connect() as connection:
-        schema = connection.execute(text("SELECT sql FROM sqlite_master")).all()
+    before = state(legacy_db)
     command.upgrade(alembic_cfg, "head")
-    with legacy_db.connect() as connection:
-        assert connection.execute(text("SELECT sql FROM sqlite_master")).all() == schema
+    assert state(legacy_db) == before
 
 
 def test_new_revision_follows_the_head(project, runner):
@@ -121,14 +124,13 @@ def test_add_author_keeps_posts_and_users(alembic_cfg, legacy_db):
         ["author_id"]
     ]
 
+    user, post = reflected(legacy_db, "user"), reflected(legacy_db, "post")
     with legacy_db.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO \"user\" (id, username, password_hash, created) "
-            "VALUES (1, 'alice', 'hash', '2024-01-01 00:00:00')"))
-        connection.execute(text(
-            "INSERT INTO post (title, body, created, author_id) "
-            "VALUES ('By Alice', 'Hers.', '2024-01-02 00:00:00', 1)"))
-        users = connection.execute(text("SELECT * FROM \"user\"")).all()
+        connection.execute(user.insert(), {"id": 1, "username": "alice", "password_hash": "hash",
+                                           "created": datetime(2024, 1, 1)})
+        connection.execute(post.insert(), {"title": "By Alice", "body": "Hers.",
+                                           "created": datetime(2024, 1, 2), "author_id": 1})
+        users = connection.execute(select(user)).all()
     posts = legacy_columns(legacy_db)
 
     command.downgrade(alembic_cfg, "-1")
@@ -138,12 +140,13 @@ def test_add_author_keeps_posts_and_users(alembic_cfg, legacy_db):
     assert inspect(legacy_db).get_indexes("post") == []
     assert legacy_columns(legacy_db) == posts
     with legacy_db.connect() as connection:
-        assert connection.execute(text("SELECT * FROM \"user\"")).all() == users
+        assert connection.execute(select(user)).all() == users
 
     command.upgrade(alembic_cfg, "head")
     assert legacy_columns(legacy_db) == posts
 
 
+@pytest.mark.sqlite_only
 def test_add_author_does_not_copy_the_post_table_on_sqlite(alembic_cfg, legacy_db):
     command.upgrade(alembic_cfg, REVISIONS[0].revision)
     rootpage = text("SELECT rootpage FROM sqlite_master WHERE name = 'post'")

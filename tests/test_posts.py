@@ -152,6 +152,7 @@ def test_changing_a_missing_post_is_404(auth, path):
     ("x" * 201, "body", "Title must be at most 200 characters long."),
     ("title", "", "Body is required."),
     ("title", " \n ", "Body is required."),
+    ("title", "é" * 32_768, "Body must be at most 65,535 bytes long in UTF-8."),
 ])
 @pytest.mark.parametrize("path", ["/create", "/post/2/update"])
 def test_post_validation(app, auth, path, title, body, message):
@@ -165,11 +166,13 @@ def test_post_validation(app, auth, path, title, body, message):
         assert get_db().get(Post, 2).title == "test title"
 
 
-def test_largest_allowed_title_is_accepted(app, auth):
+def test_largest_allowed_title_and_body_are_accepted(app, auth):
     auth.login()
-    auth.post("/create", {"title": "x" * 200, "body": "b"})
+    response = auth.post("/create", {"title": "Ü" * 200, "body": "🎉" * (65_535 // 4)})
+    assert response.status_code == 302
     with app.app_context():
-        assert get_db().scalar(select(func.max(func.length(Post.title)))) == 200
+        post = get_db().scalar(select(Post).order_by(Post.id.desc()))
+        assert (post.title, post.body) == ("Ü" * 200, "🎉" * (65_535 // 4))
 
 
 def test_user_text_is_escaped(client, auth):

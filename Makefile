@@ -1,5 +1,6 @@
 # make run: set up, bring the database to the latest revision, serve the blog.
 # make test: set up and run the tests.
+# make bench: set up and run the benchmarks (a few minutes; prints a table).
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 
@@ -12,6 +13,9 @@ run: $(VENV)/installed
 
 test: $(VENV)/installed
 	$(PYTHON) -m pytest
+
+bench: $(VENV)/installed
+	$(PYTHON) -m tests.benchmarks
 
 $(VENV)/installed: requirements.txt
 	python3 -m venv $(VENV)

@@ -129,7 +129,7 @@ def backup_database(path: Path) -> Path:
     return backup
 
 
-def init_db(engine: Engine, script: ScriptDirectory) -> Path | None:
+def init_db(engine: Engine, scripts: ScriptDirectory) -> Path | None:
     """Create the current schema, stamped at the Alembic head, in one transaction.
 
     An existing SQLite database is backed up first, then emptied; the backup's
@@ -151,7 +151,7 @@ def init_db(engine: Engine, script: ScriptDirectory) -> Path | None:
             )
         existing.drop_all(connection)
         Base.metadata.create_all(connection)
-        MigrationContext.configure(connection).stamp(script, "head")
+        MigrationContext.configure(connection).stamp(scripts, "head")
     return backup
 
 
@@ -197,7 +197,9 @@ def copy_database(source: Engine, target: Engine, scripts: ScriptDirectory,
     copy leaves nothing half-done there.
     """
     check_database(source, scripts)
-    if not inspect(target).get_table_names():
+    target_path = sqlite_path(str(target.url))
+    # (Inspecting a missing SQLite file would create it, and init would back it up.)
+    if (target_path and not target_path.exists()) or not inspect(target).get_table_names():
         init_db(target, scripts)
     check_database(target, scripts)
     with source.connect() as reader, target.begin() as writer:

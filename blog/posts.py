@@ -27,8 +27,11 @@ def page_of_posts(query: Select) -> tuple[list[Post], int | None]:
     """
     before = request.args.get("before")
     if before is not None:
-        if not (before.isascii() and before.isdigit() and 1 <= int(before) <= MAX_ID):
-            abort(404, f"There is no page of posts before {before!r}.")
+        # Like <id:...> in a URL; the length check keeps int() from refusing
+        # a string of thousands of digits with an error.
+        digits = before.isascii() and before.isdigit() and len(before) <= len(str(MAX_ID))
+        if not (digits and 1 <= int(before) <= MAX_ID):
+            abort(404, f"There is no page of posts before {before[:20]!r}.")
         query = query.where(Post.id < int(before))
     per_page = current_app.config["POSTS_PER_PAGE"]
     posts = get_db().scalars(

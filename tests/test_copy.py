@@ -42,7 +42,7 @@ def blog_rows(url):
     return {table: found[table] for table in ("user", "post")}
 
 
-def test_copy_keeps_every_row_and_id(project, runner, source_url, database_url):
+def test_copy_keeps_every_row_and_id(project, runner, source_url, database_url, tmp_path):
     result = runner(project / "run.py", "copy", source_url, database_url)
 
     assert result.returncode == 0, result.stderr
@@ -54,6 +54,7 @@ def test_copy_keeps_every_row_and_id(project, runner, source_url, database_url):
     ]
     assert "Copied every user and post from" in result.stdout
     assert blog_rows(database_url) == blog_rows(source_url)
+    assert not list(tmp_path.glob("*.bak*"))  # a new target needs no backup
 
     # New rows continue after the copied ids.
     app = create_app({"DATABASE_URL": database_url, "SECRET_KEY": "test"})

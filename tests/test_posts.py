@@ -45,7 +45,7 @@ def test_index_pages_through_every_post_once(app, client):
     assert "Written before accounts" in seen[-1]
 
 
-@pytest.mark.parametrize("before", ["abc", "-1", "0", "1.5", "٣", str(2**63)])
+@pytest.mark.parametrize("before", ["abc", "-1", "0", "1.5", "٣", str(2**63), "9" * 5000])
 def test_malformed_page_cursor_is_404(client, before):
     response = client.get("/", query_string={"before": before})
     assert response.status_code == 404
@@ -65,7 +65,8 @@ def test_post_written_before_accounts_shows_no_author(client):
 
 
 @pytest.mark.parametrize("path", ["/post/99", "/post/abc", "/post/0", "/post/-1",
-                                  f"/post/{2**63}", "/post/1.0", "/users/nobody"])
+                                  f"/post/{2**63}", "/post/" + "9" * 5000, "/post/1.0",
+                                  "/users/nobody"])
 def test_missing_or_malformed_id_is_404(client, path):
     response = client.get(path)
     assert response.status_code == 404

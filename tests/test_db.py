@@ -3,10 +3,12 @@ import sqlite3
 import pytest
 
 from alembic import command
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 
-from blog.db import backup_database, get_db
+from blog.db import DatabaseProblem, backup_database, get_db, init_db, migration_scripts
 from blog.models import Post
+
+from .snapshot import rows
 
 
 @pytest.mark.sqlite_only  # PostgreSQL reports a missing column as a programming error
@@ -43,3 +45,17 @@ def test_backups_are_numbered_and_never_overwritten(app, tmp_path):
     for backup in (first, second):
         with sqlite3.connect(backup) as connection:
             assert connection.execute("SELECT count(*) FROM post").fetchone() == (2,)
+
+
+def test_init_backs_up_sqlite_but_never_drops_a_servers_tables(app, backend):
+    engine = app.extensions["db_engine"]
+    before = rows(engine)
+    if backend == "sqlite":
+        backup = init_db(engine, migration_scripts(app))
+        assert rows(create_engine(f"sqlite:///{backup}"))["post"] == before["post"]
+        assert rows(engine)["post"] == []
+    else:
+        with pytest.raises(DatabaseProblem, match=r"already has tables \(alembic_version, post, "
+                                                  r"user\); drop them yourself after a backup"):
+            init_db(engine, migration_scripts(app))
+        assert rows(engine) == before

@@ -92,18 +92,25 @@ def user(username: str):
     return render_template("posts/user.html", author=author, posts=posts, older=older)
 
 
+def submitted_post() -> dict[str, str] | None:
+    """The form's title and body, or None once what is wrong with them is flashed."""
+    fields = {name: request.form.get(name, "") for name in ("title", "body")}
+    error = post_form_error(**fields)
+    if error is not None:
+        flash(error)
+        return None
+    return fields
+
+
 @bp.route("/create", methods=("GET", "POST"))
 @login_required
 def create():
     if request.method == "GET":
         return render_template("posts/create.html", post=None)
-    title = request.form.get("title", "")
-    body = request.form.get("body", "")
-    error = post_form_error(title, body)
-    if error is not None:
-        flash(error)
+    fields = submitted_post()
+    if fields is None:
         return render_template("posts/create.html", post=None), 400
-    post = Post(title=title, body=body, author=g.user)
+    post = Post(**fields, author=g.user)
     db = get_db()
     db.add(post)
     db.commit()
@@ -116,14 +123,10 @@ def update(id: int):
     post = get_post(id)
     if request.method == "GET":
         return render_template("posts/update.html", post=post)
-    title = request.form.get("title", "")
-    body = request.form.get("body", "")
-    error = post_form_error(title, body)
-    if error is not None:
-        flash(error)
+    fields = submitted_post()
+    if fields is None:
         return render_template("posts/update.html", post=post), 400
-    post.title = title
-    post.body = body
+    post.title, post.body = fields["title"], fields["body"]
     get_db().commit()
     return redirect(url_for("posts.detail", id=post.id))
 

@@ -3,7 +3,7 @@
 from datetime import datetime
 
 import pytest
-from sqlalchemy import create_engine, insert
+from sqlalchemy import create_engine, insert, select
 
 from blog import create_app
 from blog.db import get_db, init_db, migration_scripts
@@ -63,8 +63,8 @@ def test_copy_keeps_every_row_and_id(project, runner, source_url, database_url, 
         db.add(User(username="newcomer", password_hash=PASSWORD_HASH))
         db.add(Post(title="After the move", body="b", author_id=5))
         db.commit()
-        assert db.query(User).filter_by(username="newcomer").one().id == 6
-        assert db.query(Post).filter_by(title="After the move").one().id == 5001
+        assert db.scalar(select(User.id).where(User.username == "newcomer")) == 6
+        assert db.scalar(select(Post.id).where(Post.title == "After the move")) == 5001
     app.extensions["db_engine"].dispose()
 
 

@@ -49,7 +49,7 @@ def get_post(id: int, check_author: bool = True) -> Post:
     post = get_db().get(Post, id, options=[joinedload(Post.author)])
     if post is None:
         abort(404, f"Post {id} doesn't exist.")
-    if check_author and (post.author_id is None or post.author_id != g.user.id):
+    if check_author and post.author_id != g.user.id:
         abort(403, "Only a post's author may change it.")
     return post
 

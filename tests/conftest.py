@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, insert
+from sqlalchemy import create_engine, func, insert, select
 from werkzeug.security import generate_password_hash
 
 from blog import create_app
@@ -119,6 +119,12 @@ def app(database_url):
         db.commit()
     yield app
     app.extensions["db_engine"].dispose()
+
+
+def count_rows(app, model) -> int:
+    """How many rows the model's table holds, as the blog sees them."""
+    with app.app_context():
+        return get_db().scalar(select(func.count()).select_from(model))
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """What a user could see of a database: its schema and every row of every table."""
 
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, MetaData, inspect, select, text
 
 
@@ -44,6 +45,12 @@ def rows(engine: Engine) -> dict[str, list[dict]]:
 
 def state(engine: Engine) -> dict:
     return {"schema": schema(engine), "rows": rows(engine)}
+
+
+def current_revision(engine: Engine) -> str | None:
+    """What `alembic current` shows: the database's revision, or None before the first."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
 
 
 def columns(engine: Engine) -> dict[str, set[str]]:

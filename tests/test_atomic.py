@@ -6,11 +6,10 @@ from datetime import datetime
 import pytest
 from alembic import command
 from alembic.runtime import migration
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import MetaData, create_engine, func, select
 
 from .conftest import PROJECT, REVISIONS
-from .snapshot import columns, rows, state, unchanged_part
+from .snapshot import columns, current_revision, rows, state, unchanged_part
 
 
 class InjectedFault(Exception):
@@ -47,11 +46,6 @@ def add_data(engine):
 def full_db(legacy_db):
     add_data(legacy_db)
     return legacy_db
-
-
-def current_revision(engine):
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
 
 
 @pytest.mark.parametrize("direction", ["upgrade", "downgrade"])

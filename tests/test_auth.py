@@ -1,16 +1,11 @@
 import pytest
 from flask import g, session
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from blog.db import get_db
 from blog.models import User
 
-from .conftest import PASSWORD
-
-
-def user_count(app):
-    with app.app_context():
-        return get_db().scalar(select(func.count()).select_from(User))
+from .conftest import PASSWORD, count_rows
 
 
 def test_register(app, client, auth):
@@ -26,11 +21,11 @@ def test_register(app, client, auth):
 
 
 def test_taken_username_gives_the_form_back(app, auth):
-    count = user_count(app)
+    count = count_rows(app, User)
     response = auth.post("/auth/register", {"username": "test", "password": PASSWORD})
     assert response.status_code == 409
     assert "Username test is already taken." in response.get_data(as_text=True)
-    assert user_count(app) == count
+    assert count_rows(app, User) == count
 
 
 @pytest.mark.parametrize(("username", "password", "message"), [
@@ -44,11 +39,11 @@ def test_taken_username_gives_the_form_back(app, auth):
     ("alice", "p" * 201, "Password must be 8 to 200 characters long."),
 ])
 def test_register_validation(app, auth, username, password, message):
-    count = user_count(app)
+    count = count_rows(app, User)
     response = auth.post("/auth/register", {"username": username, "password": password})
     assert response.status_code == 400
     assert message in response.get_data(as_text=True)
-    assert user_count(app) == count
+    assert count_rows(app, User) == count
 
 
 def test_login(client, auth):
@@ -90,7 +85,7 @@ def test_usernames_compare_the_way_the_unique_constraint_does(app, client, auth,
     ignores_case = backend == "mysql"
     response = auth.post("/auth/register", {"username": "TEST", "password": "another password"})
     assert response.status_code == (409 if ignores_case else 302)
-    assert user_count(app) == (2 if ignores_case else 3)
+    assert count_rows(app, User) == (2 if ignores_case else 3)
 
     auth.login("TEST", PASSWORD)
     with client.session_transaction() as sess:

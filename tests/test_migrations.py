@@ -15,18 +15,13 @@ from blog.models import Base, Post
 
 from .conftest import REVISIONS
 from .legacy import legacy_post
-from .snapshot import state
+from .snapshot import current_revision, state
 
 
 def legacy_columns(engine):
     """Every post, as the columns the blog had before migrations."""
     with engine.connect() as connection:
         return connection.execute(select(legacy_post).order_by(legacy_post.c.id)).all()
-
-
-def current_revision(engine):
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
 
 
 def test_history_has_exactly_one_head(alembic_cfg):

@@ -1,10 +1,12 @@
 from datetime import datetime
 
 import pytest
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import event, insert, select
 
 from blog.db import get_db
 from blog.models import Post, User
+
+from .conftest import count_rows
 
 
 def add_posts(app, count, author_id=None):
@@ -16,11 +18,6 @@ def add_posts(app, count, author_id=None):
             for n in range(count)
         ])
         db.commit()
-
-
-def post_count(app):
-    with app.app_context():
-        return get_db().scalar(select(func.count()).select_from(Post))
 
 
 def test_index_lists_posts_newest_first(client, auth):
@@ -158,11 +155,11 @@ def test_changing_a_missing_post_is_404(auth, path):
 @pytest.mark.parametrize("path", ["/create", "/post/2/update"])
 def test_post_validation(app, auth, path, title, body, message):
     auth.login()
-    count = post_count(app)
+    count = count_rows(app, Post)
     response = auth.post(path, {"title": title, "body": body})
     assert response.status_code == 400
     assert message in response.get_data(as_text=True)
-    assert post_count(app) == count
+    assert count_rows(app, Post) == count
     with app.app_context():
         assert get_db().get(Post, 2).title == "test title"
 

@@ -1,18 +1,14 @@
 import pytest
-from sqlalchemy import func, select
 
 from blog import create_app, instance_secret_key
 from blog.db import get_db
 from blog.models import Post, User
 
-from .conftest import AuthActions
+from .conftest import AuthActions, count_rows
 
 
 def counts(app):
-    with app.app_context():
-        db = get_db()
-        return (db.scalar(select(func.count()).select_from(Post)),
-                db.scalar(select(func.count()).select_from(User)))
+    return count_rows(app, Post), count_rows(app, User)
 
 
 @pytest.mark.parametrize("token", [None, "", "forged", "x" * 43])

@@ -2,6 +2,7 @@
 
     python run.py                 serve the blog on http://127.0.0.1:5000
     python run.py init            create the database (backing up an existing one)
+    python run.py restore FILE    put a backup back (backing up the database first)
     python run.py copy FROM TO    copy users and posts between two database URLs
 
 The database is alembic.ini's sqlalchemy.url, or BLOG_DATABASE_URL when set.
@@ -9,18 +10,19 @@ The database is alembic.ini's sqlalchemy.url, or BLOG_DATABASE_URL when set.
 
 import argparse
 import sys
+from pathlib import Path
 
 from sqlalchemy import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from blog import create_app
-from blog.db import (
-    DatabaseProblem,
+from blog.db import DatabaseProblem, create_db_engine
+from blog.maintenance import (
     check_database,
     copy_database,
-    create_db_engine,
     init_db,
     migration_scripts,
+    restore_db,
 )
 
 
@@ -29,6 +31,14 @@ def init(app) -> None:
     if backup:
         print(f"Backed up the old database to {backup}")
     print(f"Created {app.extensions['db_engine'].url} at the latest revision")
+
+
+def restore(app, backup_file: str) -> None:
+    engine = app.extensions["db_engine"]
+    backup = restore_db(engine, Path(backup_file))
+    if backup:
+        print(f"Backed up the current database to {backup}")
+    print(f"Restored {Path(backup_file).resolve()} into {engine.url}")
 
 
 def serve(app, host: str, port: int, debug: bool) -> None:
@@ -54,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="serve with Flask's debugger and reloader")
     commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
     commands.add_parser("init", help="create the database at the latest revision, backing up an existing SQLite file")
+    restore_parser = commands.add_parser(
+        "restore", help="replace the SQLite database with a backup, backing it up first")
+    restore_parser.add_argument("backup", metavar="FILE", help="the backup to put back")
     copy_parser = commands.add_parser(
         "copy", help="copy every user and post, keeping ids, into a database with none")
     copy_parser.add_argument("source", metavar="FROM", help="database URL to copy from")
@@ -64,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app()
         if args.command == "init":
             init(app)
+        elif args.command == "restore":
+            restore(app, args.backup)
         elif args.command == "copy":
             copy(app, args.source, args.target)
         else:

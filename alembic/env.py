@@ -1,13 +1,27 @@
+import io
+import itertools
+import logging
 import os
+import sqlite3
+import stat
+from contextlib import closing
 from logging.config import fileConfig
 
+from sqlalchemy import column
 from sqlalchemy import create_engine
 from sqlalchemy import event
+from sqlalchemy import func
+from sqlalchemy import literal_column
 from sqlalchemy import make_url
 from sqlalchemy import pool
+from sqlalchemy import select
+from sqlalchemy import table
 from sqlalchemy.exc import DBAPIError
 
 from alembic import context
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
+from alembic.runtime.migration import RevisionStep
 from alembic.util import CommandError
 
 # this is the Alembic Config object, which provides
@@ -77,7 +91,7 @@ def run_migrations_online() -> None:
         # pysqlite runs DDL outside any transaction; emit BEGIN ourselves so
         # that a failing migration rolls back whole (SQLAlchemy's pysqlite docs).
         # IMMEDIATE takes the write lock first, waiting for the blog's writers.
-        event.listen(connectable, "connect", _autocommit_driver)
+        event.listen(connectable, "connect", _configure_sqlite)
         event.listen(connectable, "begin", _begin_immediate)
 
     try:
@@ -88,19 +102,115 @@ def run_migrations_online() -> None:
                 transactional_ddl=transactional_ddl,
             )
 
-            with context.begin_transaction():
-                context.run_migrations()
+            backup = None
+            try:
+                with context.begin_transaction():
+                    # Nothing the blog holds is dropped without a copy of it.
+                    backup = safeguard_downgrades(connection)
+                    context.run_migrations()
+            except BaseException:
+                if backup:
+                    os.remove(backup)  # the database is as it was: the copy adds nothing
+                raise
     except DBAPIError as error:
         # One line, not a traceback (--raiseerr shows that): "file is not a database".
         raise CommandError(f"{error.orig} ({connectable.url.render_as_string()})") from error
 
 
-def _autocommit_driver(dbapi_connection, connection_record) -> None:
+def _configure_sqlite(dbapi_connection, connection_record) -> None:
+    # The blog's settings (blog/db.py): WAL lets its readers go on while a
+    # migration holds the write lock.
+    for pragma in ("journal_mode = WAL", "synchronous = FULL", "busy_timeout = 5000",
+                   "foreign_keys = ON"):
+        dbapi_connection.execute(f"PRAGMA {pragma}")
     dbapi_connection.isolation_level = None
 
 
 def _begin_immediate(connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def safeguard_downgrades(connection) -> str | None:
+    """Before the first downgrade() runs: back up a SQLite file (returning the
+    copy's path), or refuse on a database server if the downgrade would drop
+    data, unless told to go ahead."""
+    migration_context = context.get_context()
+    if migration_context.opts.get("dont_mutate"):
+        return None  # `alembic current` and its like only look
+    # The steps the command is about to run, as MigrationContext.run_migrations gets them.
+    steps = migration_context._migrations_fn(migration_context.get_current_heads(),
+                                             migration_context)
+    downgrades = [step for step in steps if isinstance(step, RevisionStep) and not step.is_upgrade]
+    if not downgrades:
+        return None
+    if connection.dialect.name == "sqlite":
+        return back_up(connection.engine.url.database)
+    losses = data_that_would_be_dropped(connection, downgrades)
+    if losses and context.get_x_argument(as_dictionary=True).get("drop_data") != "yes":
+        raise CommandError(
+            f"this downgrade would drop {', '.join(losses)}; take a dump of the database "
+            "first, then run again with `alembic -x drop_data=yes downgrade ...`")
+    return None
+
+
+def back_up(database: str) -> str:
+    """Copy the SQLite file, as the last commit left it, to a new blog.db.bak[.N]."""
+    path = os.path.abspath(database)
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    for n in itertools.count():
+        backup = f"{path}.bak" + (f".{n}" if n else "")
+        try:
+            fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            break
+        except FileExistsError:
+            continue
+    try:
+        os.fchmod(fd, mode)
+        # Another connection sees only what is committed: this one holds the
+        # write lock and has changed nothing yet.
+        with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(backup)) as copy:
+            source.backup(copy)
+            copy.execute("PRAGMA journal_mode = DELETE")
+        os.fsync(fd)
+    except sqlite3.Error as error:
+        for leftover in (backup, f"{backup}-journal"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+        raise CommandError(f"cannot back up {path} before the downgrade: {error}") from error
+    finally:
+        os.close(fd)
+    logging.getLogger("alembic.env").info(
+        "Backed up %s to %s; `python run.py restore %s` puts it back", path, backup, backup)
+    return backup
+
+
+def data_that_would_be_dropped(connection, downgrades) -> list[str]:
+    """Tables with rows and columns with values that the downgrades would drop."""
+    # A dry run: the revisions' operations go to an offline context, which
+    # notes each table and column dropped instead of running anything.
+    migration_log = logging.getLogger("alembic.runtime.migration")
+    migration_log.disabled = True  # its "Generating static SQL" would mislead
+    dry_run = MigrationContext.configure(
+        dialect_name=connection.dialect.name,
+        opts={"as_sql": True, "output_buffer": io.StringIO()})
+    migration_log.disabled = False
+    dropped = []
+    dry_run.impl.drop_table = lambda gone, **kw: dropped.append((gone.name, None))
+    dry_run.impl.drop_column = lambda table_name, gone, **kw: dropped.append(
+        (table_name, gone.name))
+    with Operations.context(dry_run):
+        for step in downgrades:
+            step.migration_fn()
+    losses = []
+    for table_name, column_name in dropped:
+        counted = column(column_name) if column_name else literal_column("*")
+        count = connection.scalar(
+            select(func.count(counted)).select_from(table(table_name)))
+        if count and column_name:
+            losses.append(f"column {table_name}.{column_name} (set in {count:,} rows)")
+        elif count:
+            losses.append(f"table {table_name} ({count:,} rows)")
+    return losses
 
 
 if context.is_offline_mode():

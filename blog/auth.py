@@ -55,8 +55,10 @@ def register():
     if error is not None:
         flash(error)
         return render_template("auth/register.html"), 400
+    # Hash first: the write lock is taken only once the row is ready.
+    password_hash = generate_password_hash(password)
     db = get_db()
-    db.add(User(username=username, password_hash=generate_password_hash(password)))
+    db.add(User(username=username, password_hash=password_hash))
     try:
         db.commit()
     except IntegrityError:
@@ -75,7 +77,11 @@ def login():
         return render_template("auth/login.html")
     username = request.form.get("username", "")
     password = request.form.get("password", "")
-    user = get_db().scalar(select(User).where(User.username == username))
+    db = get_db()
+    user = db.scalar(select(User).where(User.username == username))
+    # End the transaction before the slow password check, so that it never
+    # runs while this request holds the write lock.
+    db.commit()
     if user is None or not check_password_hash(user.password_hash, password):
         flash("Incorrect username or password.")
         return render_template("auth/login.html"), 401

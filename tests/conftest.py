@@ -1,3 +1,4 @@
+import argparse
 import os
 import re
 import shutil
@@ -14,7 +15,8 @@ from sqlalchemy import create_engine, func, insert, select
 from werkzeug.security import generate_password_hash
 
 from blog import create_app
-from blog.db import get_db, init_db, migration_scripts
+from blog.db import get_db
+from blog.maintenance import init_db, migration_scripts
 from blog.models import Post, User
 
 from .legacy import make_legacy_database
@@ -75,9 +77,11 @@ def database_url(backend, tmp_path):
 
 @pytest.fixture
 def alembic_cfg(database_url, monkeypatch):
-    """The project's alembic.ini, pointed at the test's database the way a user would."""
+    """The project's alembic.ini, pointed at the test's database the way a user would,
+    who has taken a dump of a database server and lets a downgrade drop data
+    (`alembic -x drop_data=yes`)."""
     monkeypatch.setenv("BLOG_DATABASE_URL", database_url)
-    return Config(PROJECT / "alembic.ini")
+    return Config(PROJECT / "alembic.ini", cmd_opts=argparse.Namespace(x=["drop_data=yes"]))
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Bad input at the edges: a clear message, a non-zero exit, and nothing changed."""
 
 import sqlite3
+from contextlib import closing
 
 import pytest
 
@@ -89,7 +90,7 @@ def test_migrating_to_a_revision_that_does_not_exist(project, runner, args):
 @pytest.mark.parametrize("args", [["upgrade", "head"], ["downgrade", "-1"]])
 def test_migrating_a_database_stamped_with_an_unknown_revision(project, runner, args):
     runner(project / "run.py", "init")
-    with sqlite3.connect(project / "blog.db") as connection:
+    with closing(sqlite3.connect(project / "blog.db")) as connection, connection:
         connection.execute("UPDATE alembic_version SET version_num = 'f00dcafe'")
     before = (project / "blog.db").read_bytes()
     result = alembic(runner, project, *args)

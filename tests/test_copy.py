@@ -6,7 +6,8 @@ import pytest
 from sqlalchemy import create_engine, insert, select
 
 from blog import create_app
-from blog.db import get_db, init_db, migration_scripts
+from blog.db import get_db
+from blog.maintenance import init_db, migration_scripts
 from blog.models import Post, User
 
 from .conftest import PASSWORD_HASH

@@ -5,7 +5,8 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, func, select
 
-from blog.db import DatabaseProblem, backup_database, get_db, init_db, migration_scripts
+from blog.db import DatabaseProblem, get_db
+from blog.maintenance import back_up, init_db, migration_scripts
 from blog.models import Post
 
 from .snapshot import rows
@@ -39,8 +40,8 @@ def test_error_pages_keep_their_headers(client):
 @pytest.mark.sqlite_only
 def test_backups_are_numbered_and_never_overwritten(app, tmp_path):
     path = tmp_path / "blog.db"
-    first = backup_database(path)
-    second = backup_database(path)
+    first = back_up(path)
+    second = back_up(path)
     assert (first.name, second.name) == ("blog.db.bak", "blog.db.bak.1")
     for backup in (first, second):
         with sqlite3.connect(backup) as connection:

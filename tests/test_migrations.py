@@ -10,7 +10,8 @@ from sqlalchemy import MetaData, Table, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from blog import create_app
-from blog.db import get_db, init_db, migration_scripts
+from blog.db import get_db
+from blog.maintenance import init_db, migration_scripts
 from blog.models import Base, Post
 
 from .conftest import REVISIONS

@@ -1,24 +1,30 @@
-"""The blog keeps serving writers while its database is migrated or backed up."""
+"""The blog keeps serving readers and writers while its database is migrated,
+backed up or recreated, and loses nothing it acknowledged."""
 
 import http.cookiejar
+import os
 import re
 import sqlite3
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
 import pytest
+from sqlalchemy import create_engine, text
 
-from blog.db import backup_database
+from blog.maintenance import back_up
 
-from .test_run import free_port, titles, wait_for_page
+from .conftest import REVISIONS
+from .test_run import free_port, titles, version, wait_for_page
 
 WRITERS = 4
-MAX_REQUESTS_PER_WRITER = 2000
+READERS = 4
+MAX_REQUESTS_PER_CLIENT = 2000
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -57,14 +63,22 @@ class Browser:
 
 
 @pytest.fixture
-def served_blog(project, runner):
+def blog_env(backend, database_url):
+    """What points run.py and alembic at the test's database."""
+    return {} if backend == "sqlite" else {"BLOG_DATABASE_URL": database_url}
+
+
+@pytest.fixture
+def served_blog(project, runner, blog_env):
     """The blog served by `python run.py` from a copy of the project."""
-    assert runner(project / "run.py", "init").returncode == 0
+    result = runner(project / "run.py", "init", env=blog_env)
+    assert result.returncode == 0, result.stderr
     port = free_port()
     # A file, not a pipe: nobody reads the request log while the test runs.
     with open(project / "server.log", "w") as log:
         server = subprocess.Popen([sys.executable, project / "run.py", "--port", str(port)],
-                                  stdout=log, stderr=subprocess.STDOUT)
+                                  stdout=log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, **blog_env})
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_for_page(base_url + "/")
@@ -74,29 +88,46 @@ def served_blog(project, runner):
         server.wait(10)
 
 
-class Writers:
-    """Several users posting as fast as they can until told to stop."""
+class Crowd:
+    """Several users writing posts and several reading pages, as fast as they
+    can until told to stop."""
 
-    def __init__(self, base_url):
+    def __init__(self, base_url, readers=0):
         self.base_url = base_url
         self.stop = threading.Event()
         self.acknowledged = []  # (title, when)
-        self.responses = []  # (status, Retry-After)
+        self.refused = []  # titles the blog answered as not stored
+        self.responses = []  # (status, Retry-After) of the writes
+        self.reads = []  # statuses of the reads
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self.write, args=(n,)) for n in range(WRITERS)]
+        self.threads += [threading.Thread(target=self.read) for _ in range(readers)]
 
     def write(self, n):
         browser = Browser(self.base_url)
         browser.sign_up(f"writer{n}")
-        for i in range(MAX_REQUESTS_PER_WRITER):
+        for i in range(MAX_REQUESTS_PER_CLIENT):
             if self.stop.is_set():
                 break
             title = f"writer{n} post {i}"
             status, headers, _ = browser.request("/create", {"title": title, "body": "text"})
+            if status == 302 and headers["Location"].endswith("/auth/login"):
+                browser.sign_up(f"writer{n}")  # the account went with a recreated database
             with self.lock:
                 self.responses.append((status, headers.get("Retry-After")))
                 if status == 302 and "/post/" in headers["Location"]:
                     self.acknowledged.append((title, time.monotonic()))
+                else:
+                    self.refused.append(title)
+
+    def read(self):
+        browser = Browser(self.base_url)
+        for i in range(MAX_REQUESTS_PER_CLIENT):
+            if self.stop.is_set():
+                break
+            status = browser.request("/" if i % 2 else "/users")[0]
+            with self.lock:
+                self.reads.append(status)
 
     def __enter__(self):
         for thread in self.threads:
@@ -115,28 +146,44 @@ class Writers:
             thread.join(60)
 
 
-def test_writers_keep_their_posts_through_a_migration(served_blog, project, runner):
-    with Writers(served_blog) as writers:
-        writers.wait_for_acknowledged(20)
-        for args in (["downgrade", "-1"], ["upgrade", "head"]):
-            result = runner("-m", "alembic", "-c", project / "alembic.ini", *args)
-            assert result.returncode == 0, result.stderr
+def stored_titles(database_url):
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return set(connection.scalars(text("SELECT title FROM post")))
+    finally:
+        engine.dispose()
+
+
+def test_readers_and_writers_through_a_migration(served_blog, project, runner, blog_env):
+    with Crowd(served_blog, readers=READERS) as crowd:
+        crowd.wait_for_acknowledged(20)
+        # The writers' posts have authors: a database server keeps them only if told to.
+        go_ahead = [] if not blog_env else ["-x", "drop_data=yes"]
+        for args in ([*go_ahead, "downgrade", "-1"], ["upgrade", "head"]):
+            result = runner("-m", "alembic", "-c", project / "alembic.ini", *args, env=blog_env)
+            assert result.returncode == 0, result.stdout + result.stderr
         migrated = time.monotonic()
-        writers.wait_for_acknowledged(len(writers.acknowledged) + 20)
+        crowd.wait_for_acknowledged(len(crowd.acknowledged) + 20)
 
-    statuses = {status for status, _ in writers.responses}
+    statuses = {status for status, _ in crowd.responses}
     assert statuses <= {302, 503}, statuses  # never a 500
-    assert all(retry_after == "1" for status, retry_after in writers.responses
+    assert set(crowd.reads) <= {200, 503}, set(crowd.reads)
+    assert crowd.reads.count(200) > 0
+    assert all(retry_after == "1" for status, retry_after in crowd.responses
                if status == 503)
-    assert any(when > migrated for _, when in writers.acknowledged)
-    assert {title for title, _ in writers.acknowledged} <= set(titles(project / "blog.db"))
+    assert any(when > migrated for _, when in crowd.acknowledged)
+    stored = stored_titles(blog_env.get("BLOG_DATABASE_URL", f"sqlite:///{project / 'blog.db'}"))
+    assert {title for title, _ in crowd.acknowledged} <= stored
+    assert not stored & set(crowd.refused)  # a post that was stored was never answered as failed
 
 
+@pytest.mark.sqlite_only
 def test_backup_taken_while_serving_has_every_post(served_blog, project):
-    with Writers(served_blog) as writers:
+    with Crowd(served_blog) as writers:
         writers.wait_for_acknowledged(20)
         before_backup = {title for title, _ in writers.acknowledged}
-        backup = backup_database(project / "blog.db")
+        backup = back_up(project / "blog.db")
         writers.wait_for_acknowledged(len(before_backup) + 20)
 
     with sqlite3.connect(backup) as connection:
@@ -144,3 +191,60 @@ def test_backup_taken_while_serving_has_every_post(served_blog, project):
     in_backup = set(titles(backup))
     assert before_backup <= in_backup
     assert in_backup <= set(titles(project / "blog.db"))
+
+
+def add_posts(path, count):
+    """Fill blog.db with posts, so that backing it up takes a while."""
+    with sqlite3.connect(path) as connection:
+        connection.executemany(
+            "INSERT INTO post (title, body, created) VALUES (?, ?, '2024-01-01')",
+            ((f"filler {i}", "x" * 500) for i in range(count)))
+
+
+def backups(project):
+    return sorted(project.glob("blog.db.bak*"))
+
+
+@pytest.mark.sqlite_only
+def test_init_while_writers_post_loses_nothing(served_blog, project, runner):
+    add_posts(project / "blog.db", 100_000)
+    with Crowd(served_blog) as crowd:
+        for _ in range(3):
+            crowd.wait_for_acknowledged(len(crowd.acknowledged) + 20)
+            result = runner(project / "run.py", "init")
+            assert result.returncode == 0, result.stderr
+
+    assert {status for status, _ in crowd.responses} <= {302, 503}
+    everywhere = set(titles(project / "blog.db"))
+    for backup in backups(project):
+        everywhere |= set(titles(backup))
+    assert len(backups(project)) == 3
+    assert {title for title, _ in crowd.acknowledged} <= everywhere
+    assert not everywhere & set(crowd.refused)
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("delay", [0.1, 0.2, 0.3, 0.4])
+def test_an_upgrade_racing_init_lands_in_the_backup_or_not_at_all(project, runner, delay):
+    db = project / "blog.db"
+    assert runner(project / "run.py", "init").returncode == 0
+    add_posts(db, 200_000)
+    alembic = ["-m", "alembic", "-c", project / "alembic.ini"]
+    assert runner(*alembic, "downgrade", "-1").returncode == 0
+    for backup in backups(project):
+        backup.unlink()
+
+    with ThreadPoolExecutor(2) as pool:
+        init = pool.submit(runner, project / "run.py", "init")
+        time.sleep(delay)  # the upgrade starts while init is backing up, or just before
+        upgrade = pool.submit(runner, *alembic, "upgrade", "head")
+    upgrade, init = upgrade.result(), init.result()
+
+    assert init.returncode == 0, init.stderr
+    assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+    [backup] = backups(project)
+    assert len(titles(backup)) == 200_000
+    # The upgrade either ran before init took the lock, and the backup has it,
+    # or found the new database already at the latest revision.
+    upgraded = "Running upgrade" in upgrade.stderr
+    assert (version(backup) == [(REVISIONS[-1].revision,)]) == upgraded, upgrade.stderr

@@ -1,0 +1,235 @@
+"""Operations on the whole database: create, back up, restore, check and copy it."""
+
+import itertools
+import os
+import sqlite3
+import stat
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, MetaData, func, inspect, select, text
+
+from .db import DatabaseProblem, alembic_config, sqlite_path
+from .models import Base
+
+
+def migration_scripts(app) -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config(app.config["ALEMBIC_INI"]))
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Refuse, before SQLite opens it, a path that can never hold the database."""
+    if not path.parent.is_dir():
+        raise DatabaseProblem(f"cannot create {path}: {path.parent} is not a folder")
+    if path.exists() and not path.is_file():
+        # A FIFO would hang SQLite forever; a device is nobody's database.
+        raise DatabaseProblem(f"{path} is not a regular file, so it cannot be a database")
+
+
+def back_up(path: Path) -> Path:
+    """Copy a SQLite database to a new file beside it and return the copy's path.
+
+    The copy goes to blog.db.bak, or blog.db.bak.1, .2, ...: an earlier backup is
+    never overwritten. It holds what the last commit left (SQLite's online backup
+    API reads blog.db-wal too); called while another connection holds the write
+    lock and has changed nothing yet, no commit can fall between the backup and
+    what that connection does next. The copy is a single file, with the
+    database's permissions, on disk before this returns.
+    """
+    mode = stat.S_IMODE(path.stat().st_mode)
+    for n in itertools.count():
+        backup = path.with_name(f"{path.name}.bak" + (f".{n}" if n else ""))
+        try:
+            fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            break
+        except FileExistsError:
+            continue
+    try:
+        os.fchmod(fd, mode)  # exactly the database's mode, whatever the umask
+        with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(backup)) as target:
+            source.backup(target)
+            target.execute("PRAGMA journal_mode = DELETE")  # no -wal beside the copy
+        os.fsync(fd)
+        fsync_folder(path.parent)
+    except BaseException as error:
+        for leftover in (backup, backup.with_name(backup.name + "-journal")):
+            leftover.unlink(missing_ok=True)
+        if isinstance(error, sqlite3.Error):
+            raise DatabaseProblem(f"cannot back up {path}: {error}") from error
+        raise
+    finally:
+        os.close(fd)
+    return backup
+
+
+def fsync_folder(folder: Path) -> None:
+    # A new file's name is on disk only once its folder is.
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def init_db(engine: Engine, scripts: ScriptDirectory) -> Path | None:
+    """Create the current schema, stamped at the Alembic head, in one transaction.
+
+    An existing SQLite database is backed up first, then emptied, all under one
+    write lock; the backup's path is returned. A database server's tables are
+    never dropped: back them up with the server's own tools first.
+    """
+    path = sqlite_path(str(engine.url))
+    if path:
+        check_sqlite_file(path)
+    backup = None
+    try:
+        with engine.begin() as connection:  # on SQLite, BEGIN IMMEDIATE: the write lock
+            existing = MetaData()
+            existing.reflect(connection)
+            if existing.tables:
+                if path is None:
+                    raise DatabaseProblem(
+                        f"{engine.url.render_as_string()} already has tables "
+                        f"({', '.join(sorted(existing.tables))}); drop them yourself after a "
+                        "backup, or keep them and run `alembic upgrade head`"
+                    )
+                backup = back_up(path)
+            existing.drop_all(connection)
+            Base.metadata.create_all(connection)
+            MigrationContext.configure(connection).stamp(scripts, "head")
+    except BaseException:
+        if backup:
+            backup.unlink()  # the database is as it was: the backup adds nothing
+        raise
+    return backup
+
+
+def restore_db(engine: Engine, source: Path) -> Path | None:
+    """Replace a SQLite database's schema and rows with a backup's, in one transaction.
+
+    The database is backed up first, under the same write lock; that backup's
+    path is returned (None if the database held no tables).
+    """
+    path = sqlite_path(str(engine.url))
+    if path is None:
+        raise DatabaseProblem("restore works on SQLite files; restore a database server "
+                              "from a dump with the server's own tools")
+    check_sqlite_file(path)
+    source = source.resolve()
+    if not source.is_file():
+        raise DatabaseProblem(f"{source} is not a file")
+    if source == path:
+        raise DatabaseProblem(f"{source} is the database itself; name a backup of it")
+    with closing(sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True)) as backup_file:
+        try:
+            verdict = backup_file.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as error:
+            raise DatabaseProblem(f"cannot restore {source}: {error}") from error
+    if verdict != "ok":
+        raise DatabaseProblem(f"cannot restore {source}: it is damaged ({verdict})")
+
+    backup = None
+    try:
+        with engine.connect() as connection:
+            sqlite = connection.connection.driver_connection
+            # ATTACH is refused inside a transaction, so it comes before BEGIN.
+            sqlite.execute("ATTACH DATABASE ? AS backup", (f"{source.as_uri()}?mode=ro",))
+            try:
+                with connection.begin():  # BEGIN IMMEDIATE: the write lock
+                    existing = MetaData()
+                    existing.reflect(connection)
+                    if existing.tables:
+                        backup = back_up(path)
+                    # Rows arrive table by table; their references are checked at COMMIT.
+                    connection.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
+                    existing.drop_all(connection)
+                    schema = connection.execute(text(
+                        "SELECT type, name, sql FROM backup.sqlite_master "
+                        "WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+                        "ORDER BY type != 'table', rowid")).all()
+                    for _, _, sql in schema:
+                        connection.exec_driver_sql(sql)
+                    for type_, name, _ in schema:
+                        if type_ == "table":
+                            connection.exec_driver_sql(
+                                f'INSERT INTO main."{name}" SELECT * FROM backup."{name}"')
+            finally:
+                sqlite.execute("DETACH DATABASE backup")
+    except BaseException:
+        if backup:
+            backup.unlink()  # the database is as it was: the backup adds nothing
+        raise
+    return backup
+
+
+def check_database(engine: Engine, scripts: ScriptDirectory) -> None:
+    """Raise DatabaseProblem, saying how to fix it, unless the database
+    exists and is at this code's latest revision."""
+    path = sqlite_path(str(engine.url))
+    if path and not path.exists():
+        raise DatabaseProblem(f"{path} does not exist; run `python run.py init`")
+    if path:
+        check_sqlite_file(path)
+    with engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+        has_posts_table = inspect(connection).has_table("post")
+    heads = set(scripts.get_heads())
+    if current == heads:
+        return
+    if not has_posts_table:
+        raise DatabaseProblem("the database has no blog tables; run `python run.py init`")
+    if not current:
+        raise DatabaseProblem(
+            "the database has no migration revision (a blog.db from before "
+            "migrations?); run `alembic upgrade head`"
+        )
+    known = {revision.revision for revision in scripts.walk_revisions()}
+    unknown = current - known
+    if unknown:
+        raise DatabaseProblem(
+            f"the database is at revision {', '.join(sorted(unknown))}, which this "
+            "code does not know; run the code that migrated it, or downgrade with it"
+        )
+    raise DatabaseProblem(
+        f"the database is at revision {', '.join(sorted(current))}, behind "
+        f"this code's {', '.join(sorted(heads))}; run `alembic upgrade head`"
+    )
+
+
+def copy_database(source: Engine, target: Engine, scripts: ScriptDirectory,
+                  progress: Callable[[str], None], batch_size: int = 1000) -> None:
+    """Copy every user and post to another database, keeping their ids.
+
+    The target gets the current schema if it has no tables; otherwise it must
+    be at the latest revision and hold no users or posts. Rows go over in
+    batches of batch_size, all in one transaction on the target, so a failed
+    copy leaves nothing half-done there.
+    """
+    check_database(source, scripts)
+    target_path = sqlite_path(str(target.url))
+    # (Inspecting a missing SQLite file would create it, and init would back it up.)
+    if (target_path and not target_path.exists()) or not inspect(target).get_table_names():
+        init_db(target, scripts)
+    check_database(target, scripts)
+    with source.connect() as reader, target.begin() as writer:
+        for table in Base.metadata.sorted_tables:  # users before the posts that name them
+            if writer.scalar(select(func.count()).select_from(table)):
+                raise DatabaseProblem(f"the target already has rows in {table.name}; "
+                                      "copy into an empty database")
+            total = reader.scalar(select(func.count()).select_from(table))
+            copied, last_id = 0, 0
+            while rows := reader.execute(
+                select(table).where(table.c.id > last_id).order_by(table.c.id).limit(batch_size)
+            ).mappings().all():
+                writer.execute(table.insert(), rows)
+                copied, last_id = copied + len(rows), rows[-1]["id"]
+                progress(f"{table.name}: copied {copied:,} of {total:,}")
+            if writer.dialect.name == "postgresql":
+                # Explicit ids do not move PostgreSQL's sequence; new rows would collide.
+                name = writer.dialect.identifier_preparer.format_table(table)
+                writer.execute(text(
+                    f"SELECT setval(pg_get_serial_sequence(:name, 'id'), "
+                    f"coalesce(max(id), 0) + 1, false) FROM {name}"), {"name": name})

@@ -113,8 +113,15 @@ def run_migrations_online() -> None:
                     os.remove(backup)  # the database is as it was: the copy adds nothing
                 raise
     except DBAPIError as error:
+        # A failure in batch mode's clean-up hides the one that set it off
+        # ("database or disk is full"): report the first.
+        while isinstance(error.__context__, DBAPIError):
+            error = error.__context__
+        reason = str(error.orig)
+        if getattr(error.orig, "sqlite_errorname", None) == "SQLITE_IOERR_SHMSIZE":
+            reason = "database or disk is full (no room for the -shm file)"
         # One line, not a traceback (--raiseerr shows that): "file is not a database".
-        raise CommandError(f"{error.orig} ({connectable.url.render_as_string()})") from error
+        raise CommandError(f"{reason} ({connectable.url.render_as_string()})") from error
 
 
 def _configure_sqlite(dbapi_connection, connection_record) -> None:

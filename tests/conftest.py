@@ -180,12 +180,12 @@ def runner(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
 
-    def run(*args, env=None, cwd=elsewhere):
+    def run(*args, env=None, cwd=elsewhere, timeout=120):
         environ = {k: v for k, v in os.environ.items() if k != "BLOG_DATABASE_URL"}
         environ.update(env or {})
         return subprocess.run(
             [sys.executable, *map(str, args)],
-            cwd=cwd, env=environ, capture_output=True, text=True, timeout=120,
+            cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout,
         )
 
     return run

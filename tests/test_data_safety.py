@@ -1,0 +1,264 @@
+"""No data is dropped without a copy: downgrade backups, restore, full disks, odd paths, kills."""
+
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from contextlib import closing
+
+import pytest
+from sqlalchemy import create_engine
+
+from blog import create_app
+
+from .conftest import PASSWORD, PASSWORD_HASH, REVISIONS
+from .snapshot import current_revision, rows, state
+from .test_run import make_legacy_blog
+from .test_serving import add_posts
+
+
+def alembic(runner, project, *args, **kwargs):
+    return runner("-m", "alembic", "-c", project / "alembic.ini", *args, **kwargs)
+
+
+def files_beside(db):
+    """The database and what lies beside it, but for its own -wal and -shm,
+    which are there while any connection (the test's too) has it open."""
+    own = {f"{db.name}-wal", f"{db.name}-shm"}
+    return sorted(path.name for path in db.parent.iterdir()
+                  if path.name.startswith(db.name) and path.name not in own)
+
+
+def add_accounts(db):
+    """Two users, each with a post, beside the ownerless posts."""
+    with closing(sqlite3.connect(db)) as connection, connection:
+        for name in ("alice", "bob"):
+            user = connection.execute(
+                "INSERT INTO user (username, password_hash, created) "
+                "VALUES (?, ?, '2024-01-01')", (name, PASSWORD_HASH)).lastrowid
+            connection.execute("INSERT INTO post (title, body, created, author_id) "
+                               "VALUES (?, 'text', '2024-01-02', ?)", (f"{name}'s post", user))
+
+
+@pytest.fixture
+def blog_with_accounts(project, runner):
+    db = project / "blog.db"
+    assert runner(project / "run.py", "init").returncode == 0
+    add_posts(db, 3)
+    add_accounts(db)
+    db.chmod(0o600)  # password hashes are nobody else's business
+    return db
+
+
+def test_downgrade_backs_up_accounts_and_restore_brings_them_back(blog_with_accounts, project,
+                                                                 runner):
+    db = blog_with_accounts
+    engine = create_engine(f"sqlite:///{db}")
+    before = rows(engine)
+
+    result = alembic(runner, project, "downgrade", "base")
+    assert result.returncode == 0, result.stderr
+    backup = project / "blog.db.bak"
+    assert f"Backed up {db} to {backup}; `python run.py restore {backup}` puts it back" \
+        in result.stderr
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert rows(create_engine(f"sqlite:///{backup}")) == before
+    assert files_beside(db) == ["blog.db", "blog.db.bak"]  # one file, no -wal beside it
+
+    assert alembic(runner, project, "upgrade", "head").returncode == 0
+    assert rows(engine)["user"] == []  # the lesson's downgrade dropped them
+
+    restored = runner(project / "run.py", "restore", backup)
+    assert restored.returncode == 0, restored.stderr
+    assert f"Backed up the current database to {backup}.1" in restored.stdout
+    assert rows(engine) == before
+    assert current_revision(engine) == REVISIONS[-1].revision
+
+    client = create_app({"DATABASE_URL": f"sqlite:///{db}", "SECRET_KEY": "test"}).test_client()
+    page = client.get("/auth/login").get_data(as_text=True)
+    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    login = client.post("/auth/login", data={"username": "alice", "password": PASSWORD,
+                                             "csrf_token": token})
+    assert login.status_code == 302
+    assert "alice&#39;s post" in client.get("/users/alice").get_data(as_text=True)
+
+
+def test_init_backup_keeps_the_databases_permissions(blog_with_accounts, project, runner):
+    assert runner(project / "run.py", "init").returncode == 0
+    assert stat.S_IMODE((project / "blog.db.bak").stat().st_mode) == 0o600
+
+
+def test_downgrade_that_would_drop_data(app, backend, database_url, project, runner):
+    env = {"BLOG_DATABASE_URL": database_url}
+    engine = app.extensions["db_engine"]
+    before = state(engine)
+
+    result = alembic(runner, project, "downgrade", "-1", env=env)
+    if backend == "sqlite":
+        assert result.returncode == 0, result.stderr
+        assert "Backed up" in result.stderr
+        assert rows(create_engine(f"{database_url}.bak")) == before["rows"]
+        return
+    # A server's data is the server's to dump: refuse before changing anything.
+    assert result.returncode != 0
+    assert ("FAILED: this downgrade would drop column post.author_id (set in 1 rows); take a "
+            "dump of the database first, then run again with "
+            "`alembic -x drop_data=yes downgrade ...`") in result.stdout
+    assert state(engine) == before
+    assert alembic(runner, project, "downgrade", "base", env=env).returncode != 0
+    assert state(engine) == before
+
+    result = alembic(runner, project, "-x", "drop_data=yes", "downgrade", "-1", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert current_revision(engine) == REVISIONS[0].revision
+
+
+def test_downgrade_with_nothing_to_lose_just_runs(backend, database_url, project, runner):
+    env = {"BLOG_DATABASE_URL": database_url}
+    assert runner(project / "run.py", "init", env=env).returncode == 0
+    result = alembic(runner, project, "downgrade", "base", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert current_revision(create_engine(database_url)) is None
+
+
+@pytest.mark.parametrize("args", [["restore", "no-such.db"], ["restore", "not-a-database"],
+                                  ["restore", "blog.db"]])
+def test_restore_refuses_what_is_not_a_backup(blog_with_accounts, project, runner, args):
+    (project / "not-a-database").write_text("my shopping list\n")
+    before = state(create_engine(f"sqlite:///{blog_with_accounts}"))
+    result = runner(project / "run.py", *args, cwd=project)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+    assert state(create_engine(f"sqlite:///{blog_with_accounts}")) == before
+    assert files_beside(blog_with_accounts) == ["blog.db"]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB filesystem of the test's own, to run out of space on."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mount_point],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {mounted.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", mount_point], check=True)
+
+
+def fill(disk, leave):
+    """Take all the free space on the disk but `leave` bytes."""
+    free = os.statvfs(disk)
+    (disk / "filler").write_bytes(b"\0" * max(free.f_bavail * free.f_frsize - leave, 0))
+
+
+@pytest.fixture
+def blog_on_small_disk(small_disk, project, runner):
+    db = small_disk / "blog.db"
+    env = {"BLOG_DATABASE_URL": f"sqlite:///{db}"}
+    assert runner(project / "run.py", "init", env=env).returncode == 0
+    add_posts(db, 5_000)  # over 2 MiB: there is no room for a second copy
+    add_accounts(db)
+    return db, env
+
+
+def assert_refused_for_lack_of_space(result, db, before):
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "database or disk is full" in output, output
+    assert "Traceback" not in output and "_alembic_tmp" not in output
+    assert state(create_engine(f"sqlite:///{db}")) == before
+    assert files_beside(db) == ["blog.db"]
+
+
+def test_downgrade_without_room_for_its_backup(blog_on_small_disk, project, runner):
+    db, env = blog_on_small_disk
+    before = state(create_engine(f"sqlite:///{db}"))
+    result = alembic(runner, project, "downgrade", "-1", env=env)
+    assert_refused_for_lack_of_space(result, db, before)
+
+
+def test_init_without_room_for_its_backup(blog_on_small_disk, project, runner):
+    db, env = blog_on_small_disk
+    before = state(create_engine(f"sqlite:///{db}"))
+    result = runner(project / "run.py", "init", env=env)
+    assert_refused_for_lack_of_space(result, db, before)
+
+
+def test_upgrade_on_a_full_disk(small_disk, project, runner):
+    db = small_disk / "blog.db"
+    env = {"BLOG_DATABASE_URL": f"sqlite:///{db}"}
+    make_legacy_blog(db)
+    add_posts(db, 3_000)
+    before = state(create_engine(f"sqlite:///{db}"))
+    fill(small_disk, leave=16 * 1024)
+    result = alembic(runner, project, "upgrade", "head", env=env)
+    (small_disk / "filler").unlink()  # room for the test to read the database again
+    assert_refused_for_lack_of_space(result, db, before)
+
+
+@pytest.mark.parametrize("make", [os.mkfifo, lambda path: os.mknod(
+    path, stat.S_IFCHR | 0o666, os.makedev(1, 3)), os.mkdir], ids=["fifo", "device", "folder"])
+@pytest.mark.parametrize("command", [["init"], [], ["restore", "blog.db.bak"]])
+def test_a_path_that_is_not_a_regular_file(project, runner, tmp_path, make, command):
+    odd = tmp_path / "odd"
+    make(odd)
+    env = {"BLOG_DATABASE_URL": f"sqlite:///{odd}"}
+    assert runner(project / "run.py", "init").returncode == 0  # a backup to restore
+    (project / "blog.db").rename(project / "blog.db.bak")
+    result = runner(project / "run.py", *command, env=env, cwd=project, timeout=20)
+    assert result.returncode == 1
+    assert result.stderr == f"error: {odd} is not a regular file, so it cannot be a database\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("odd")) == ["odd"]
+
+
+@pytest.fixture
+def read_only_blog(blog_with_accounts):
+    """blog.db on a read-only bind mount of itself; its folder stays writable."""
+    db = blog_with_accounts
+    mounted = subprocess.run(f"mount --bind {db} {db} && mount -o remount,bind,ro {db}",
+                             shell=True, capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot make a read-only file here: {mounted.stderr.strip()}")
+    yield db
+    subprocess.run(["umount", "-l", db], check=True)
+
+
+def test_init_on_a_read_only_file_changes_nothing(read_only_blog, project, runner):
+    before = state(create_engine(f"sqlite:///{read_only_blog}"))
+    for _ in range(2):
+        result = runner(project / "run.py", "init")
+        assert result.returncode == 1
+        assert len(result.stderr.splitlines()) == 1 and "readonly" in result.stderr
+        assert files_beside(read_only_blog) == ["blog.db"]  # no backup left on any try
+    assert state(create_engine(f"sqlite:///{read_only_blog}")) == before
+
+
+@pytest.mark.parametrize("after", [0.2, 0.5, 0.9, 1.4])
+def test_a_killed_downgrade_leaves_the_old_or_the_new_revision(project, runner, after):
+    db = project / "blog.db"
+    assert runner(project / "run.py", "init").returncode == 0
+    add_posts(db, 200_000)
+    add_accounts(db)
+    posts = rows(create_engine(f"sqlite:///{db}"))["post"]
+
+    migration = subprocess.Popen(
+        [sys.executable, "-m", "alembic", "-c", project / "alembic.ini", "downgrade", "-1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(after)
+    migration.send_signal(signal.SIGKILL)
+    migration.wait()
+
+    with closing(sqlite3.connect(db)) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    engine = create_engine(f"sqlite:///{db}")
+    revision = current_revision(engine)
+    assert revision in (REVISIONS[-1].revision, REVISIONS[-2].revision)
+    kept = [{k: v for k, v in post.items() if k != "author_id"} for post in posts]
+    now = [{k: v for k, v in post.items() if k != "author_id"} for post in rows(engine)["post"]]
+    assert now == kept
+    if revision == REVISIONS[-1].revision:
+        assert rows(engine)["post"] == posts

@@ -1,4 +1,6 @@
 import sqlite3
+import time
+from contextlib import closing
 
 import pytest
 
@@ -60,3 +62,37 @@ def test_init_backs_up_sqlite_but_never_drops_a_servers_tables(app, backend):
                                                   r"user\); drop them yourself after a backup"):
             init_db(engine, migration_scripts(app))
         assert rows(engine) == before
+
+
+@pytest.mark.sqlite_only
+def test_readers_are_served_while_another_connection_holds_the_write_lock(app, client, auth,
+                                                                        database_url):
+    path = database_url.removeprefix("sqlite:///")
+    with closing(sqlite3.connect(path, isolation_level=None)) as writer:
+        assert writer.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("INSERT INTO post (title, body, created) VALUES ('x', 'y', '2024-01-01')")
+        started = time.monotonic()
+        page = client.get("/")
+        waited = time.monotonic() - started
+        assert page.status_code == 200 and "test title" in page.get_data(as_text=True)
+        assert waited < 1  # not the 5 s a writer would wait for the lock
+        writer.execute("COMMIT")
+
+
+@pytest.mark.sqlite_only
+def test_login_checks_the_password_without_holding_the_write_lock(app, client, auth,
+                                                                  database_url, monkeypatch):
+    path = database_url.removeprefix("sqlite:///")
+    seen = []
+
+    def check_password_hash(*args):
+        # Another connection can write while the password is checked.
+        with closing(sqlite3.connect(path, timeout=0)) as other, other:
+            other.execute("UPDATE user SET created = created")
+        seen.append(True)
+        return True
+
+    monkeypatch.setattr("blog.auth.check_password_hash", check_password_hash)
+    assert auth.login().status_code == 302
+    assert seen == [True]

@@ -179,6 +179,9 @@ def back_up(database: str) -> str:
             source.backup(copy)
             copy.execute("PRAGMA journal_mode = DELETE")
         os.fsync(fd)
+        folder = os.open(os.path.dirname(path), os.O_RDONLY)  # the new name, on disk too
+        os.fsync(folder)
+        os.close(folder)
     except sqlite3.Error as error:
         for leftover in (backup, f"{backup}-journal"):
             if os.path.exists(leftover):

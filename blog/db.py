@@ -10,10 +10,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import ServiceUnavailable
 
-ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+from .csrf import SAFE_METHODS  # the methods that change nothing only read
 
-# Requests that only read; every other method may write.
-READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
 
 # SQLite as production apps run it: write-ahead logging, so that readers never
 # wait for a writer; a writer waits up to 5 s for another; foreign keys
@@ -78,7 +77,7 @@ def _begin(connection) -> None:
 def get_db() -> Session:
     """The request's session, opened on first use and closed at teardown."""
     if "db" not in g:
-        reads_only = has_request_context() and request.method in READ_METHODS
+        reads_only = has_request_context() and request.method in SAFE_METHODS
         engine = current_app.extensions["db_read_engine" if reads_only else "db_engine"]
         # Objects keep their values after a commit: the answer to a write is
         # built without touching the database again.

@@ -9,7 +9,7 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import Select, select
+from sqlalchemy import BigInteger, Select, bindparam, select
 from sqlalchemy.orm import joinedload
 
 from .auth import login_required
@@ -18,13 +18,30 @@ from .models import BODY_MAX_BYTES, MAX_ID, TITLE_MAX_LENGTH, Post, User
 
 bp = Blueprint("posts", __name__)
 
+# A page of posts, newest first, from :newest down. Keyset pagination reads
+# only the rows it shows, however deep the page; OFFSET would read and skip
+# every row before it. Built once: SQLAlchemy works out a new statement's
+# cache key each time it runs one, which costs as much as the query itself.
+PAGE_OF_POSTS = (
+    select(Post)
+    .options(joinedload(Post.author))
+    # BigInteger: any id a URL may name, even beyond a server's 32-bit INTEGER.
+    .where(Post.id <= bindparam("newest", type_=BigInteger))
+    .order_by(Post.id.desc())
+    .limit(bindparam("limit"))
+)
+PAGE_OF_AUTHORS_POSTS = PAGE_OF_POSTS.where(Post.author_id == bindparam("author_id"))
+USER_NAMED = select(User).where(User.username == bindparam("username"))
+POST_WITH_ID = (
+    select(Post)
+    .options(joinedload(Post.author))
+    .where(Post.id == bindparam("id", type_=BigInteger))
+)
 
-def page_of_posts(query: Select) -> tuple[list[Post], int | None]:
-    """One page of posts, newest first, and the id the next older page starts before.
 
-    Keyset pagination (WHERE id < :before) reads only the rows it shows, however
-    deep the page; OFFSET would read and skip every row before it.
-    """
+def page_of_posts(query: Select, **params) -> tuple[list[Post], int | None]:
+    """One page of posts from the query, and the id the next older page starts before."""
+    newest = MAX_ID
     before = request.args.get("before")
     if before is not None:
         # Like <id:...> in a URL; the length check keeps int() from refusing
@@ -32,11 +49,9 @@ def page_of_posts(query: Select) -> tuple[list[Post], int | None]:
         digits = before.isascii() and before.isdigit() and len(before) <= len(str(MAX_ID))
         if not (digits and 1 <= int(before) <= MAX_ID):
             abort(404, f"There is no page of posts before {before[:20]!r}.")
-        query = query.where(Post.id < int(before))
+        newest = int(before) - 1
     per_page = current_app.config["POSTS_PER_PAGE"]
-    posts = get_db().scalars(
-        query.options(joinedload(Post.author)).order_by(Post.id.desc()).limit(per_page + 1)
-    ).all()
+    posts = get_db().scalars(query, {"newest": newest, "limit": per_page + 1, **params}).all()
     older = posts[per_page - 1].id if len(posts) > per_page else None
     return posts[:per_page], older
 
@@ -46,7 +61,7 @@ def get_post(id: int, check_author: bool = True) -> Post:
 
     Posts from before accounts existed have no author, so nobody may change them.
     """
-    post = get_db().get(Post, id, options=[joinedload(Post.author)])
+    post = get_db().scalar(POST_WITH_ID, {"id": id})
     if post is None:
         abort(404, f"Post {id} doesn't exist.")
     if check_author and post.author_id != g.user.id:
@@ -68,7 +83,7 @@ def post_form_error(title: str, body: str) -> str | None:
 
 @bp.route("/")
 def index():
-    posts, older = page_of_posts(select(Post))
+    posts, older = page_of_posts(PAGE_OF_POSTS)
     return render_template("posts/index.html", posts=posts, older=older)
 
 
@@ -85,10 +100,10 @@ def users():
 
 @bp.route("/users/<username>")
 def user(username: str):
-    author = get_db().scalar(select(User).where(User.username == username))
+    author = get_db().scalar(USER_NAMED, {"username": username})
     if author is None:
         abort(404, f"There is no user {username!r}.")
-    posts, older = page_of_posts(select(Post).where(Post.author_id == author.id))
+    posts, older = page_of_posts(PAGE_OF_AUTHORS_POSTS, author_id=author.id)
     return render_template("posts/user.html", author=author, posts=posts, older=older)
 
 

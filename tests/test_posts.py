@@ -42,6 +42,13 @@ def test_index_pages_through_every_post_once(app, client):
     assert "Written before accounts" in seen[-1]
 
 
+@pytest.mark.parametrize("before", [2**31, 2**63 - 1])
+def test_page_cursor_past_every_id_shows_the_newest_posts(client, before):
+    # Beyond a 32-bit INTEGER column too, as on PostgreSQL.
+    page = client.get("/", query_string={"before": before}).get_data(as_text=True)
+    assert page.index("test title") < page.index("Written before accounts")
+
+
 @pytest.mark.parametrize("before", ["abc", "-1", "0", "1.5", "٣", str(2**63), "9" * 5000])
 def test_malformed_page_cursor_is_404(client, before):
     response = client.get("/", query_string={"before": before})
@@ -61,7 +68,7 @@ def test_post_written_before_accounts_shows_no_author(client):
     assert "unknown author" in page
 
 
-@pytest.mark.parametrize("path", ["/post/99", "/post/abc", "/post/0", "/post/-1",
+@pytest.mark.parametrize("path", ["/post/99", f"/post/{2**31}", "/post/abc", "/post/0", "/post/-1",
                                   f"/post/{2**63}", "/post/" + "9" * 5000, "/post/1.0",
                                   "/users/nobody"])
 def test_missing_or_malformed_id_is_404(client, path):

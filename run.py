@@ -1,6 +1,7 @@
 """Serve the blog, create its database, or copy it to another database.
 
-    python run.py                 serve the blog on http://127.0.0.1:5000
+    python run.py                 serve the blog on http://127.0.0.1:5000 (gunicorn)
+    python run.py --debug         serve it with Flask's debugger and reloader instead
     python run.py init            create the database (backing up an existing one)
     python run.py restore FILE    put a backup back (backing up the database first)
     python run.py copy FROM TO    copy users and posts between two database URLs
@@ -9,9 +10,11 @@ The database is alembic.ini's sqlalchemy.url, or BLOG_DATABASE_URL when set.
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from gunicorn.app.base import BaseApplication
 from sqlalchemy import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -41,9 +44,49 @@ def restore(app, backup_file: str) -> None:
     print(f"Restored {Path(backup_file).resolve()} into {engine.url}")
 
 
-def serve(app, host: str, port: int, debug: bool) -> None:
+# gunicorn as `python run.py` starts it: a worker process per CPU, each with
+# threads for the requests that wait (a login's password hash, a slow client).
+DEFAULT_WORKERS = os.cpu_count() or 1
+DEFAULT_THREADS = 4
+
+
+class WSGIServer(BaseApplication):
+    """gunicorn, serving an app that each worker process makes for itself."""
+
+    def __init__(self, make_app, options: dict) -> None:
+        self.make_app, self.options = make_app, options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for name, value in self.options.items():
+            self.cfg.set(name, value)
+
+    def load(self):
+        return self.make_app()
+
+
+def server_options(host: str, port: int, workers: int, threads: int) -> dict:
+    return {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "threads": threads,
+        # Each connection goes back to the shared queue after its response, so
+        # requests spread over every worker: kept alive, a burst of clients
+        # could all stay with the first worker that accepted them.
+        "keepalive": 0,
+        # No control socket: its one path per user would be shared by every blog.
+        "control_socket_disable": True,
+    }
+
+
+def serve(app, host: str, port: int, debug: bool, workers: int, threads: int) -> None:
     check_database(app.extensions["db_engine"], migration_scripts(app))
-    app.run(host=host, port=port, debug=debug)
+    if debug:
+        app.run(host=host, port=port, debug=True)
+        return
+    # The workers fork from this process: none may inherit its connections.
+    app.extensions["db_engine"].dispose()
+    WSGIServer(create_app, server_options(host, port, workers, threads)).run()
 
 
 def copy(app, source_url: str, target_url: str) -> None:
@@ -56,12 +99,17 @@ def copy(app, source_url: str, target_url: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="run.py",
-        usage="python %(prog)s [-h] [--host HOST] [--port PORT] [--debug] [COMMAND]",
+        usage="python %(prog)s [-h] [--host HOST] [--port PORT] [--workers N] [--threads N] [--debug] [COMMAND]",
         description="Serve the blog (the default), or create or copy its database.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=5000, help="port to serve on (default: %(default)s)")
-    parser.add_argument("--debug", action="store_true", help="serve with Flask's debugger and reloader")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help="processes serving requests (default: one per CPU, %(default)s here)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help="threads in each process (default: %(default)s)")
+    parser.add_argument("--debug", action="store_true",
+                        help="serve with Flask's debugger and reloader, one process")
     commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
     commands.add_parser("init", help="create the database at the latest revision, backing up an existing SQLite file")
     restore_parser = commands.add_parser(
@@ -82,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "copy":
             copy(app, args.source, args.target)
         else:
-            serve(app, args.host, args.port, args.debug)
+            serve(app, args.host, args.port, args.debug, args.workers, args.threads)
     except DBAPIError as error:
         # The driver's own words and the database (its password hidden),
         # without SQLAlchemy's statement and parameters.

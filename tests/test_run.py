@@ -1,3 +1,5 @@
+import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -153,15 +155,41 @@ def free_port():
 def test_serve_serves_the_blog(project, runner):
     make_legacy_blog(project / "blog.db")
     runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head")
+    page, log = serve(project)
+    assert "Old post" in page and "unknown author" in page
+
+
+def test_serve_runs_a_production_server_with_the_workers_asked_for(project, runner):
+    runner(project / "run.py", "init")
+    page, log = serve(project, "--workers", "3", "--threads", "2")
+    assert "<h1>Posts</h1>" in page
+    assert "development server" not in log
+    assert "Starting gunicorn" in log and log.count("Booting worker") == 3
+
+
+def test_serve_debug_runs_flasks_debugger(project, runner):
+    runner(project / "run.py", "init")
+    page, log = serve(project, "--debug")
+    assert "<h1>Posts</h1>" in page
+    assert "Debugger is active!" in log
+
+
+def serve(project, *options):
+    """The index page that `python run.py` serves, and what it printed meanwhile."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, project / "run.py", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(project / "server.log", "w") as log:
+        # A session of its own: --debug's reloader serves from a child process.
+        server = subprocess.Popen([sys.executable, project / "run.py", "--port", str(port),
+                                   *options], stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
     try:
         page = wait_for_page(f"http://127.0.0.1:{port}/")
     finally:
-        server.terminate()
-        server.wait(10)
-    assert "Old post" in page and "unknown author" in page
+        os.killpg(server.pid, signal.SIGTERM)
+        # A worker that gunicorn forks just as the signal comes misses it and
+        # is killed after gunicorn's graceful timeout, 30 s.
+        server.wait(40)
+    return page, (project / "server.log").read_text()
 
 
 def wait_for_page(url, seconds=20):

@@ -1,18 +1,13 @@
 """The blog keeps serving readers and writers while its database is migrated,
 backed up or recreated, and loses nothing it acknowledged."""
 
-import http.cookiejar
 import os
-import re
 import sqlite3
 import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -21,45 +16,11 @@ from blog.maintenance import back_up
 
 from .conftest import REVISIONS
 from .test_run import free_port, titles, version, wait_for_page
+from .webclient import Browser
 
 WRITERS = 4
 READERS = 4
 MAX_REQUESTS_PER_CLIENT = 2000
-
-
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args):
-        return None
-
-
-class Browser:
-    """One user of the blog over HTTP: keeps its cookies and its forms' token."""
-
-    def __init__(self, base_url):
-        self.base_url = base_url
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), NoRedirect())
-        self.token = None
-
-    def request(self, path, form=None):
-        data = None
-        if form is not None:
-            data = urllib.parse.urlencode({"csrf_token": self.token, **form}).encode()
-        try:
-            with self.opener.open(self.base_url + path, data, timeout=30) as response:
-                return response.status, response.headers, response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.headers, error.read().decode()
-
-    def open_form(self, path):
-        page = self.request(path)[2]
-        self.token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-
-    def sign_up(self, username):
-        self.open_form("/auth/register")
-        self.request("/auth/register", {"username": username, "password": "writer password"})
-        self.request("/auth/login", {"username": username, "password": "writer password"})
-        self.open_form("/create")
 
 
 @pytest.fixture
@@ -85,7 +46,7 @@ def served_blog(project, runner, blog_env):
         yield base_url
     finally:
         server.terminate()
-        server.wait(10)
+        server.wait(40)  # gunicorn's graceful timeout, and then some
 
 
 class Crowd:

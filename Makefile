@@ -1,6 +1,7 @@
 # make run: set up, bring the database to the latest revision, serve the blog.
 # make test: set up and run the tests.
-# make bench: set up and run the benchmarks (a few minutes; prints a table).
+# make bench: set up and run the benchmarks (a few minutes; prints tables).
+#   The load benchmark needs wrk (Debian: apt-get install wrk).
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 
@@ -16,6 +17,8 @@ test: $(VENV)/installed
 
 bench: $(VENV)/installed
 	$(PYTHON) -m tests.benchmarks
+	@command -v wrk >/dev/null || { echo "the load benchmark needs wrk: apt-get install wrk"; exit 1; }
+	$(PYTHON) -m tests.load_benchmark
 
 $(VENV)/installed: requirements.txt
 	python3 -m venv $(VENV)

@@ -1,0 +1,321 @@
+"""The blog under load: `python run.py` on a real socket, driven by wrk.
+
+    python -m tests.load_benchmark [--seconds 5] [--repeat 3] [--json FILE]
+
+Needs wrk (Debian: `apt-get install wrk`). Builds a blog.db of 10,000 posts
+by 10 users, serves it as `python run.py` does, and measures, with wrk's
+keep-alive clients:
+
+- `/`, `/post/<id>` and `/users/<name>` at 1, 4 and 16 clients;
+- the same index served by tests/flaskr_baseline.py (a Flask view on raw
+  sqlite3, as flaskr does it) under the same gunicorn, in the same rounds;
+- readers of `/` beside 2 writers posting as fast as they can;
+- readers while another process holds a large write transaction on blog.db;
+- readers beside 4 users logging in over and over.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from werkzeug.security import generate_password_hash
+
+from blog import create_app
+from blog.maintenance import init_db, migration_scripts
+from run import DEFAULT_THREADS, DEFAULT_WORKERS
+
+from .conftest import PROJECT
+from .test_run import free_port, wait_for_page
+from .webclient import Browser
+
+POSTS = 10_000
+USERS = 10
+PASSWORD = "load password"
+CLIENTS = (1, 4, 16)
+BUSY_CLIENTS = 4  # readers in the scenarios with writers, a write lock, logins
+
+# wrk prints its own summary; this adds one line of JSON that is easy to read back.
+WRK_REPORT = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "seconds": %.3f, "failed": %d, "not ok": %d, '
+    .. '"p50 ms": %.3f, "p99 ms": %.3f, "max ms": %.3f}\\n',
+    summary.requests, summary.duration / 1e6, e.connect + e.read + e.write + e.timeout,
+    e.status, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    latency.max / 1000))
+end
+"""
+
+TARGETS = [
+    # (what, how it is worked out, at least or at most, the target)
+    ("index req/s, blog / baseline, 1 client", ">=", 1.0),
+    ("index req/s, blog / baseline, 16 clients", ">=", 1.0),
+    ("index p99 at 16 clients / queueing ideal (16 / req/s)", "<=", 3.0),
+    ("readers beside 2 writers / readers alone", ">=", 0.7),
+    ("readers during a long write: failed requests", "<=", 0),
+    ("readers during a long write: p99 / idle p99", "<=", 5.0),
+    ("responses of 500 or more, anywhere", "<=", 0),
+]
+
+
+def build_database(path: Path) -> None:
+    """A blog.db made by `run.py init`, with USERS users sharing POSTS posts."""
+    app = create_app({"DATABASE_URL": f"sqlite:///{path}", "SECRET_KEY": "benchmark"})
+    init_db(app.extensions["db_engine"], migration_scripts(app))
+    app.extensions["db_engine"].dispose()
+    password_hash = generate_password_hash(PASSWORD)
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+        connection.executemany(
+            "INSERT INTO user (id, username, password_hash, created) "
+            "VALUES (?, ?, ?, '2024-01-01 00:00:00')",
+            [(n, f"user{n}", password_hash) for n in range(1, USERS + 1)])
+        connection.executemany(
+            "INSERT INTO post (title, body, created, author_id) "
+            "VALUES (?, ?, '2024-01-01 12:00:00', ?)",
+            ((f"Post number {n}", f"Body of post {n}. " * 20, n % USERS + 1)
+             for n in range(POSTS)))
+
+
+@contextlib.contextmanager
+def server(command: list, env: dict, log: Path):
+    """A server process, up once it answers, stopped (workers and all) at the end."""
+    port = free_port()
+    with open(log, "w") as output:
+        process = subprocess.Popen([*map(str, command), str(port)], cwd=PROJECT,
+                                   env={**os.environ, **env},
+                                   stdout=output, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_page(base_url + "/")
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def wrk(url: str, clients: int, seconds: int, report: Path) -> dict:
+    result = subprocess.run(
+        ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--timeout", "10s", "-s", report, url],
+        capture_output=True, text=True, check=True)
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    figures["req/s"] = figures["requests"] / figures["seconds"]
+    return figures
+
+
+def median_of(runs: list[dict]) -> dict:
+    return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+
+
+class Users:
+    """Users of the blog looping over what they do, each on a thread of its own,
+    counting their requests' answers and latencies."""
+
+    def __init__(self, base_url: str, count: int, action):
+        self.base_url, self.action = base_url, action
+        self.stop = threading.Event()
+        self.statuses, self.latencies = [], []
+        self.threads = [threading.Thread(target=self.loop, args=(n,)) for n in range(count)]
+
+    def loop(self, n: int) -> None:
+        browser = Browser(self.base_url)
+        step = self.action(browser, n + 1)
+        while not self.stop.is_set():
+            start = time.perf_counter()
+            status = step()
+            self.latencies.append((time.perf_counter() - start) * 1000)
+            self.statuses.append(status)
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        time.sleep(0.5)  # all at work before the readers are measured
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(30)
+
+    def summary(self, seconds: float) -> dict:
+        latencies = sorted(self.latencies) or [0.0]
+        return {"requests/s": len(self.statuses) / seconds,
+                "p99 ms": latencies[int(0.99 * (len(latencies) - 1))],
+                "500s": sum(status >= 500 for status in self.statuses),
+                "statuses": sorted(set(self.statuses))}
+
+
+def writer(browser: Browser, n: int):
+    browser.sign_up(f"writer{n}")
+    return lambda: browser.request("/create", {"title": f"by writer{n}", "body": "text"})[0]
+
+
+def login(browser: Browser, n: int):
+    def step():
+        browser.open_form("/auth/login")
+        return browser.request("/auth/login", {"username": f"user{n}", "password": PASSWORD})[0]
+    return step
+
+
+def hold_write_lock(database: Path, seconds: float) -> None:
+    """As a migration does: one transaction that writes 200,000 posts into
+    blog.db and holds its lock for SECONDS, then rolls back, leaving the
+    database as it was."""
+    deadline = time.monotonic() + seconds
+    connection = sqlite3.connect(database, isolation_level=None)
+    connection.execute("BEGIN IMMEDIATE")
+    print("holding", flush=True)
+    for _ in range(200_000 // POSTS):
+        connection.execute("INSERT INTO post (title, body, created) "
+                           "SELECT title, body, created FROM post LIMIT ?", (POSTS,))
+    time.sleep(max(0.0, deadline - time.monotonic()))
+    connection.execute("ROLLBACK")
+
+
+@contextlib.contextmanager
+def write_lock_held(database: Path, seconds: float):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.load_benchmark", "--hold-write-lock", database,
+         "--seconds", str(seconds)],
+        cwd=PROJECT, stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "holding"
+    try:
+        yield
+    finally:
+        process.wait(seconds + 30)
+
+
+def measure(database: Path, seconds: int, repeat: int, work: Path) -> dict:
+    report = work / "report.lua"
+    report.write_text(WRK_REPORT)
+    env = {"BLOG_DATABASE_URL": f"sqlite:///{database}", "BASELINE_DATABASE": str(database),
+           "BLOG_SECRET_KEY": "benchmark"}
+    post_id = POSTS // 2
+    pages = {"/": "/", "/post/<id>": f"/post/{post_id}", "/users/<name>": "/users/user1"}
+    results = {}
+    with server([sys.executable, "run.py", "--port"], env, work / "blog.log") as blog, \
+            server([sys.executable, "-m", "tests.flaskr_baseline"], env,
+                   work / "baseline.log") as baseline:
+        rounds = []
+        for round_ in range(repeat):
+            print(f"pages, round {round_ + 1} of {repeat}...", file=sys.stderr, flush=True)
+            figures = {}
+            for clients in CLIENTS:
+                for name, path in pages.items():
+                    figures[f"blog {name}, {clients}"] = wrk(blog + path, clients, seconds, report)
+                figures[f"baseline /, {clients}"] = wrk(baseline + "/", clients, seconds, report)
+            rounds.append(figures)
+        results["pages"] = {key: median_of([figures[key] for figures in rounds])
+                            for key in rounds[0]}
+
+        print("readers beside writers, a write lock, logins...", file=sys.stderr, flush=True)
+        busy = {}
+        busy["readers alone"] = wrk(blog + "/", BUSY_CLIENTS, seconds, report)
+        with Users(blog, 2, writer) as writers:
+            busy["readers beside 2 writers"] = wrk(blog + "/", BUSY_CLIENTS, seconds, report)
+        busy["2 writers"] = writers.summary(seconds)
+        with write_lock_held(database, seconds + 2):
+            busy["readers during a long write"] = wrk(blog + "/", BUSY_CLIENTS, seconds, report)
+        with Users(blog, 4, login) as logins:
+            busy["readers beside 4 logging in"] = wrk(blog + "/", BUSY_CLIENTS, seconds, report)
+        busy["4 logging in"] = logins.summary(seconds)
+        results["busy"] = busy
+    return results
+
+
+def ratios(results: dict) -> dict:
+    pages, busy = results["pages"], results["busy"]
+    index16 = pages["blog /, 16"]
+    readers = [figures for name, figures in busy.items() if name.startswith("readers")]
+    return {
+        "index req/s, blog / baseline, 1 client":
+            pages["blog /, 1"]["req/s"] / pages["baseline /, 1"]["req/s"],
+        "index req/s, blog / baseline, 16 clients":
+            index16["req/s"] / pages["baseline /, 16"]["req/s"],
+        "index p99 at 16 clients / queueing ideal (16 / req/s)":
+            index16["p99 ms"] / (16 / index16["req/s"] * 1000),
+        "readers beside 2 writers / readers alone":
+            busy["readers beside 2 writers"]["req/s"] / busy["readers alone"]["req/s"],
+        "readers during a long write: failed requests":
+            busy["readers during a long write"]["failed"]
+            + busy["readers during a long write"]["not ok"],
+        "readers during a long write: p99 / idle p99":
+            busy["readers during a long write"]["p99 ms"] / busy["readers alone"]["p99 ms"],
+        # wrk counts every status of 400 or more; no reader expects one.
+        "responses of 500 or more, anywhere":
+            sum(figures["not ok"] for figures in [*pages.values(), *readers])
+            + busy["2 writers"]["500s"] + busy["4 logging in"]["500s"],
+    }
+
+
+def print_tables(results: dict, found: dict) -> None:
+    print("| page | clients | blog req/s | p50 ms | p99 ms | baseline req/s | baseline p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    pages = results["pages"]
+    for clients in CLIENTS:
+        for name in ("/", "/post/<id>", "/users/<name>"):
+            blog = pages[f"blog {name}, {clients}"]
+            base = pages[f"baseline /, {clients}"] if name == "/" else None
+            print(f"| `{name}` | {clients} | {blog['req/s']:,.0f} | {blog['p50 ms']:.1f} | "
+                  f"{blog['p99 ms']:.1f} | "
+                  + (f"{base['req/s']:,.0f} | {base['p99 ms']:.1f} |" if base else "| |"))
+    print(f"\n| `/` at {BUSY_CLIENTS} clients | req/s | p99 ms | max ms | failed |")
+    print("|---|---|---|---|---|")
+    for name, figures in results["busy"].items():
+        if name.startswith("readers"):
+            print(f"| {name} | {figures['req/s']:,.0f} | {figures['p99 ms']:.1f} | "
+                  f"{figures['max ms']:.1f} | {figures['failed'] + figures['not ok']} |")
+    for name in ("2 writers", "4 logging in"):
+        figures = results["busy"][name]
+        print(f"| ({name}: {figures['requests/s']:,.1f} requests/s, p99 "
+              f"{figures['p99 ms']:.0f} ms, statuses {figures['statuses']}) | | | | |")
+    print()
+    for name, sense, target in TARGETS:
+        value = found[name]
+        meets = value >= target if sense == ">=" else value <= target
+        print(f"{name:<55} {value:6.2f}  ({'meets' if meets else 'MISSES'} {sense} {target})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.load_benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=5,
+                        help="length of each point (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of the page measurements (default: %(default)s)")
+    parser.add_argument("--json", type=Path, default=Path("bench-load-results.json"),
+                        help="where to write the figures (default: %(default)s)")
+    parser.add_argument("--hold-write-lock", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.hold_write_lock:
+        hold_write_lock(args.hold_write_lock, args.seconds)
+        return
+
+    with tempfile.TemporaryDirectory() as work:
+        database = Path(work) / "blog.db"
+        print(f"building a blog.db of {POSTS:,} posts...", file=sys.stderr, flush=True)
+        build_database(database)
+        results = measure(database, args.seconds, args.repeat, Path(work))
+    found = ratios(results)
+    machine = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+               f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")
+    print(f"\ngunicorn, {DEFAULT_WORKERS} workers x {DEFAULT_THREADS} threads; wrk, "
+          f"{args.seconds} s a point, pages the median of {args.repeat} rounds; {machine}\n")
+    print_tables(results, found)
+    args.json.write_text(json.dumps({"machine": machine, "results": results, "ratios": found},
+                                    indent=2) + "\n")
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,9 @@
 from datetime import datetime, timezone
 
 from sqlalchemy import ForeignKey, MetaData, String, Text
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.schema import CreateColumn
 
 # The revisions name their constraints and indexes the same way by hand, so
 # that a migrated database and one made by `run.py init` are alike.
@@ -47,6 +49,28 @@ class Post(Base):
     body: Mapped[str] = mapped_column(Text)
     created: Mapped[datetime] = mapped_column(default=utcnow)
     # Posts written before accounts existed have no author.
-    author_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"), index=True)
+    author_id: Mapped[int | None] = mapped_column(
+        ForeignKey("user.id"), index=True, info={"sqlite_inline_references": True}
+    )
 
     author: Mapped[User | None] = relationship(back_populates="posts")
+
+
+# On SQLite, `run.py init` writes post.author_id as revision 2's ADD COLUMN
+# does, `author_id INTEGER REFERENCES user (id)`, not as a table-level FOREIGN
+# KEY: SQLite can DROP COLUMN a column whose reference is its own, never one
+# that a table constraint names, and revision 2's downgrade drops it in place.
+for foreign_key in Post.__table__.c.author_id.foreign_keys:
+    foreign_key.constraint.ddl_if(callable_=lambda *args, dialect, **kw: dialect.name != "sqlite")
+
+
+@compiles(CreateColumn, "sqlite")
+def references_inline(create: CreateColumn, compiler, **kw) -> str:
+    text = compiler.visit_create_column(create, **kw)
+    column = create.element
+    if column.info.get("sqlite_inline_references"):
+        for foreign_key in column.foreign_keys:
+            referred = foreign_key.column
+            text += (f" REFERENCES {compiler.preparer.format_table(referred.table)}"
+                     f" ({compiler.preparer.quote(referred.name)})")
+    return text

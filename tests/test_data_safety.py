@@ -16,7 +16,7 @@ from blog import create_app
 
 from .conftest import PASSWORD, PASSWORD_HASH, REVISIONS
 from .snapshot import current_revision, rows, state
-from .test_run import make_legacy_blog
+from .test_run import make_legacy_blog, titles
 from .test_serving import add_posts
 
 
@@ -262,3 +262,75 @@ def test_a_killed_downgrade_leaves_the_old_or_the_new_revision(project, runner, 
     assert now == kept
     if revision == REVISIONS[-1].revision:
         assert rows(engine)["post"] == posts
+
+
+def sqlite_schema(db):
+    """Every table and index as SQLite keeps its CREATE statement, spacing aside."""
+    with closing(sqlite3.connect(db)) as connection:
+        return {name: " ".join(sql.split()) for name, sql in connection.execute(
+            "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL")}
+
+
+def page_count(db):
+    with closing(sqlite3.connect(db)) as connection:
+        return connection.execute("PRAGMA page_count").fetchone()[0]
+
+
+@pytest.fixture(params=["alembic upgrade head", "run.py init"])
+def blog_with_authors(request, project, runner):
+    """A blog.db made by the revisions or by `run.py init`, with 20,000 posts."""
+    db = project / "blog.db"
+    if request.param == "run.py init":
+        assert runner(project / "run.py", "init").returncode == 0
+    else:
+        make_legacy_blog(db)
+        assert alembic(runner, project, "upgrade", "head").returncode == 0
+    add_posts(db, 20_000)
+    add_accounts(db)
+    return db
+
+
+def test_init_writes_the_schema_the_revisions_build(project, runner, tmp_path):
+    migrated = tmp_path / "migrated.db"
+    make_legacy_blog(migrated)
+    alembic(runner, project, "upgrade", "head",
+            env={"BLOG_DATABASE_URL": f"sqlite:///{migrated}"})
+    assert runner(project / "run.py", "init").returncode == 0
+    assert sqlite_schema(project / "blog.db") == sqlite_schema(migrated)
+
+
+def test_downgrade_drops_the_author_without_copying_the_posts(blog_with_authors, project,
+                                                            runner):
+    db = blog_with_authors
+    pages, titles_before = page_count(db), titles(db)
+    result = alembic(runner, project, "downgrade", "-1")
+    assert result.returncode == 0, result.stderr
+    assert "copying the post table" not in result.stderr
+    assert page_count(db) <= pages  # a copy would have doubled the table
+    assert titles(db) == titles_before
+    with closing(sqlite3.connect(db)) as connection:
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(post)")]
+    assert columns == ["id", "title", "body", "created"]
+
+
+def test_downgrade_copies_the_posts_when_a_table_constraint_names_the_author(project, runner):
+    # As `run.py init` wrote the post table before it wrote the column's own REFERENCES.
+    db = project / "blog.db"
+    assert runner(project / "run.py", "init").returncode == 0
+    with closing(sqlite3.connect(db)) as connection:
+        connection.executescript("""
+            DROP TABLE post;
+            CREATE TABLE post (id INTEGER NOT NULL, title VARCHAR(200) NOT NULL,
+                body TEXT NOT NULL, created DATETIME NOT NULL, author_id INTEGER,
+                PRIMARY KEY (id),
+                CONSTRAINT fk_post_author_id_user FOREIGN KEY(author_id) REFERENCES user (id));
+            CREATE INDEX ix_post_author_id ON post (author_id);
+        """)
+    add_posts(db, 3)
+    add_accounts(db)
+    titles_before = titles(db)
+    result = alembic(runner, project, "downgrade", "-1")
+    assert result.returncode == 0, result.stderr
+    assert ("a table-level FOREIGN KEY names post.author_id: copying the post table without it"
+            in result.stderr)
+    assert titles(db) == titles_before

@@ -96,6 +96,12 @@ def copy(app, source_url: str, target_url: str) -> None:
     print(f"Copied every user and post from {source.url} to {target.url}")
 
 
+def at_least_one(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"must be a whole number, at least 1, not {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="run.py",
@@ -104,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=5000, help="port to serve on (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+    parser.add_argument("--workers", type=at_least_one, default=DEFAULT_WORKERS,
                         help="processes serving requests (default: one per CPU, %(default)s here)")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+    parser.add_argument("--threads", type=at_least_one, default=DEFAULT_THREADS,
                         help="threads in each process (default: %(default)s)")
     parser.add_argument("--debug", action="store_true",
                         help="serve with Flask's debugger and reloader, one process")

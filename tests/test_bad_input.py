@@ -31,6 +31,8 @@ def assert_one_line_error(result, message):
     (["destroy"], "invalid choice: 'destroy'"),
     (["--colour"], "unrecognized arguments: --colour"),
     (["--port", "http"], "invalid int value: 'http'"),
+    (["--workers", "0"], "argument --workers: must be a whole number, at least 1, not '0'"),
+    (["--threads", "many"], "argument --threads: must be a whole number, at least 1, not 'many'"),
     (["init", "--force"], "unrecognized arguments: --force"),
 ])
 def test_run_py_usage_errors_exit_2(project, runner, args, message):

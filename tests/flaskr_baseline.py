@@ -9,8 +9,8 @@ the same bytes. Served by the same gunicorn, with the same settings, as
 """
 
 import os
-import sys
 import sqlite3
+import sys
 from datetime import datetime
 from types import SimpleNamespace
 

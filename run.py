@@ -91,8 +91,12 @@ def serve(app, host: str, port: int, debug: bool, workers: int, threads: int) ->
 
 def copy(app, source_url: str, target_url: str) -> None:
     source, target = create_db_engine(source_url), create_db_engine(target_url)
-    copy_database(source, target, migration_scripts(app),
-                  progress=lambda line: print(line, file=sys.stderr, flush=True))
+    copy_database(
+        source,
+        target,
+        migration_scripts(app),
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
     print(f"Copied every user and post from {source.url} to {target.url}")
 
 
@@ -105,24 +109,43 @@ def at_least_one(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="run.py",
-        usage="python %(prog)s [-h] [--host HOST] [--port PORT] [--workers N] [--threads N] [--debug] [COMMAND]",
+        usage="python %(prog)s [-h] [--host HOST] [--port PORT] [--workers N] [--threads N] "
+        "[--debug] [COMMAND]",
         description="Serve the blog (the default), or create or copy its database.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=5000, help="port to serve on (default: %(default)s)")
-    parser.add_argument("--workers", type=at_least_one, default=DEFAULT_WORKERS,
-                        help="processes serving requests (default: one per CPU, %(default)s here)")
-    parser.add_argument("--threads", type=at_least_one, default=DEFAULT_THREADS,
-                        help="threads in each process (default: %(default)s)")
-    parser.add_argument("--debug", action="store_true",
-                        help="serve with Flask's debugger and reloader, one process")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to serve on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=5000, help="port to serve on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=at_least_one,
+        default=DEFAULT_WORKERS,
+        help="processes serving requests (default: one per CPU, %(default)s here)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=at_least_one,
+        default=DEFAULT_THREADS,
+        help="threads in each process (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="serve with Flask's debugger and reloader, one process"
+    )
     commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
-    commands.add_parser("init", help="create the database at the latest revision, backing up an existing SQLite file")
+    commands.add_parser(
+        "init",
+        help="create the database at the latest revision, backing up an existing SQLite file",
+    )
     restore_parser = commands.add_parser(
-        "restore", help="replace the SQLite database with a backup, backing it up first")
+        "restore", help="replace the SQLite database with a backup, backing it up first"
+    )
     restore_parser.add_argument("backup", metavar="FILE", help="the backup to put back")
     copy_parser = commands.add_parser(
-        "copy", help="copy every user and post, keeping ids, into a database with none")
+        "copy", help="copy every user and post, keeping ids, into a database with none"
+    )
     copy_parser.add_argument("source", metavar="FROM", help="database URL to copy from")
     copy_parser.add_argument("target", metavar="TO", help="database URL to copy into")
     args = parser.parse_args(argv)
@@ -147,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {str(error.orig).strip()} ({where})", file=sys.stderr)
         return 1
     except ImportError as error:
-        print(f"error: {error}; the drivers for database servers are in "
-              "requirements-servers.txt", file=sys.stderr)
+        print(
+            f"error: {error}; the drivers for database servers are in requirements-servers.txt",
+            file=sys.stderr,
+        )
         return 1
     except (DatabaseProblem, SQLAlchemyError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

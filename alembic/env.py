@@ -7,22 +7,22 @@ import stat
 from contextlib import closing
 from logging.config import fileConfig
 
-from sqlalchemy import column
-from sqlalchemy import create_engine
-from sqlalchemy import event
-from sqlalchemy import func
-from sqlalchemy import literal_column
-from sqlalchemy import make_url
-from sqlalchemy import pool
-from sqlalchemy import select
-from sqlalchemy import table
-from sqlalchemy.exc import DBAPIError
-
 from alembic import context
 from alembic.operations import Operations
-from alembic.runtime.migration import MigrationContext
-from alembic.runtime.migration import RevisionStep
+from alembic.runtime.migration import MigrationContext, RevisionStep
 from alembic.util import CommandError
+from sqlalchemy import (
+    column,
+    create_engine,
+    event,
+    func,
+    literal_column,
+    make_url,
+    pool,
+    select,
+    table,
+)
+from sqlalchemy.exc import DBAPIError
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
@@ -127,8 +127,12 @@ def run_migrations_online() -> None:
 def _configure_sqlite(dbapi_connection, connection_record) -> None:
     # The blog's settings (blog/db.py): WAL lets its readers go on while a
     # migration holds the write lock.
-    for pragma in ("journal_mode = WAL", "synchronous = FULL", "busy_timeout = 5000",
-                   "foreign_keys = ON"):
+    for pragma in (
+        "journal_mode = WAL",
+        "synchronous = FULL",
+        "busy_timeout = 5000",
+        "foreign_keys = ON",
+    ):
         dbapi_connection.execute(f"PRAGMA {pragma}")
     dbapi_connection.isolation_level = None
 
@@ -145,8 +149,9 @@ def safeguard_downgrades(connection) -> str | None:
     if migration_context.opts.get("dont_mutate"):
         return None  # `alembic current` and its like only look
     # The steps the command is about to run, as MigrationContext.run_migrations gets them.
-    steps = migration_context._migrations_fn(migration_context.get_current_heads(),
-                                             migration_context)
+    steps = migration_context._migrations_fn(
+        migration_context.get_current_heads(), migration_context
+    )
     downgrades = [step for step in steps if isinstance(step, RevisionStep) and not step.is_upgrade]
     if not downgrades:
         return None
@@ -156,7 +161,8 @@ def safeguard_downgrades(connection) -> str | None:
     if losses and context.get_x_argument(as_dictionary=True).get("drop_data") != "yes":
         raise CommandError(
             f"this downgrade would drop {', '.join(losses)}; take a dump of the database "
-            "first, then run again with `alembic -x drop_data=yes downgrade ...`")
+            "first, then run again with `alembic -x drop_data=yes downgrade ...`"
+        )
     return None
 
 
@@ -190,7 +196,8 @@ def back_up(database: str) -> str:
     finally:
         os.close(fd)
     logging.getLogger("alembic.env").info(
-        "Backed up %s to %s; `python run.py restore %s` puts it back", path, backup, backup)
+        "Backed up %s to %s; `python run.py restore %s` puts it back", path, backup, backup
+    )
     return backup
 
 
@@ -201,21 +208,21 @@ def data_that_would_be_dropped(connection, downgrades) -> list[str]:
     migration_log = logging.getLogger("alembic.runtime.migration")
     migration_log.disabled = True  # its "Generating static SQL" would mislead
     dry_run = MigrationContext.configure(
-        dialect_name=connection.dialect.name,
-        opts={"as_sql": True, "output_buffer": io.StringIO()})
+        dialect_name=connection.dialect.name, opts={"as_sql": True, "output_buffer": io.StringIO()}
+    )
     migration_log.disabled = False
     dropped = []
     dry_run.impl.drop_table = lambda gone, **kw: dropped.append((gone.name, None))
     dry_run.impl.drop_column = lambda table_name, gone, **kw: dropped.append(
-        (table_name, gone.name))
+        (table_name, gone.name)
+    )
     with Operations.context(dry_run):
         for step in downgrades:
             step.migration_fn()
     losses = []
     for table_name, column_name in dropped:
         counted = column(column_name) if column_name else literal_column("*")
-        count = connection.scalar(
-            select(func.count(counted)).select_from(table(table_name)))
+        count = connection.scalar(select(func.count(counted)).select_from(table(table_name)))
         if count and column_name:
             losses.append(f"column {table_name}.{column_name} (set in {count:,} rows)")
         elif count:

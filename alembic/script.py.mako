@@ -5,17 +5,17 @@ Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 
 """
-from typing import Sequence, Union
 
-from alembic import op
+from collections.abc import Sequence
+
 import sqlalchemy as sa
+from alembic import op
 ${imports if imports else ""}
-
 # revision identifiers, used by Alembic.
-revision: str = ${repr(up_revision)}
-down_revision: Union[str, Sequence[str], None] = ${repr(down_revision)}
-branch_labels: Union[str, Sequence[str], None] = ${repr(branch_labels)}
-depends_on: Union[str, Sequence[str], None] = ${repr(depends_on)}
+revision: str = ${quoted(up_revision)}
+down_revision: str | Sequence[str] | None = ${quoted(down_revision)}
+branch_labels: str | Sequence[str] | None = ${quoted(branch_labels)}
+depends_on: str | Sequence[str] | None = ${quoted(depends_on)}
 
 
 def upgrade() -> None:
@@ -26,3 +26,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Downgrade schema."""
     ${downgrades if downgrades else "pass"}
+<%!
+    # Double quotes, as `ruff format` writes them (`make lint`).
+    def quoted(value):
+        return repr(value).replace("'", '"')
+%>

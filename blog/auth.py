@@ -35,13 +35,11 @@ def load_logged_in_user() -> None:
 
 def account_error(username: str, password: str) -> str | None:
     if not USERNAME_MIN_LENGTH <= len(username) <= USERNAME_MAX_LENGTH:
-        return (f"Username must be {USERNAME_MIN_LENGTH} to {USERNAME_MAX_LENGTH} "
-                "characters long.")
+        return f"Username must be {USERNAME_MIN_LENGTH} to {USERNAME_MAX_LENGTH} characters long."
     if not USERNAME_PATTERN.fullmatch(username):
         return "Username may contain only letters, digits, '_', '.' and '-'."
     if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
-        return (f"Password must be {PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} "
-                "characters long.")
+        return f"Password must be {PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters long."
     return None
 
 

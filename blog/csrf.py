@@ -21,8 +21,11 @@ def check_csrf_token() -> None:
     sent = request.form.get("csrf_token", "")
     # compare_digest takes as long however many leading characters match.
     if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
-        abort(400, "The form's security token is missing or out of date. "
-                   "Go back, reload the page and send the form again.")
+        abort(
+            400,
+            "The form's security token is missing or out of date. "
+            "Go back, reload the page and send the form again.",
+        )
 
 
 def init_app(app) -> None:

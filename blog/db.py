@@ -71,7 +71,9 @@ def _begin(connection) -> None:
     # A transaction that may write takes the write lock at BEGIN IMMEDIATE:
     # one that read first would fail at once when it came to write while
     # another held the lock. Reads begin DEFERRED and take no lock at all.
-    connection.exec_driver_sql(f"BEGIN {connection.get_execution_options().get('begin', 'IMMEDIATE')}")
+    connection.exec_driver_sql(
+        f"BEGIN {connection.get_execution_options().get('begin', 'IMMEDIATE')}"
+    )
 
 
 def get_db() -> Session:

@@ -115,8 +115,10 @@ def restore_db(engine: Engine, source: Path) -> Path | None:
     """
     path = sqlite_path(str(engine.url))
     if path is None:
-        raise DatabaseProblem("restore works on SQLite files; restore a database server "
-                              "from a dump with the server's own tools")
+        raise DatabaseProblem(
+            "restore works on SQLite files; restore a database server "
+            "from a dump with the server's own tools"
+        )
     check_sqlite_file(path)
     source = source.resolve()
     if not source.is_file():
@@ -146,16 +148,20 @@ def restore_db(engine: Engine, source: Path) -> Path | None:
                     # Rows arrive table by table; their references are checked at COMMIT.
                     connection.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
                     existing.drop_all(connection)
-                    schema = connection.execute(text(
-                        "SELECT type, name, sql FROM backup.sqlite_master "
-                        "WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
-                        "ORDER BY type != 'table', rowid")).all()
+                    schema = connection.execute(
+                        text(
+                            "SELECT type, name, sql FROM backup.sqlite_master "
+                            "WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+                            "ORDER BY type != 'table', rowid"
+                        )
+                    ).all()
                     for _, _, sql in schema:
                         connection.exec_driver_sql(sql)
                     for type_, name, _ in schema:
                         if type_ == "table":
                             connection.exec_driver_sql(
-                                f'INSERT INTO main."{name}" SELECT * FROM backup."{name}"')
+                                f'INSERT INTO main."{name}" SELECT * FROM backup."{name}"'
+                            )
             finally:
                 sqlite.execute("DETACH DATABASE backup")
     except BaseException:
@@ -199,8 +205,13 @@ def check_database(engine: Engine, scripts: ScriptDirectory) -> None:
     )
 
 
-def copy_database(source: Engine, target: Engine, scripts: ScriptDirectory,
-                  progress: Callable[[str], None], batch_size: int = 1000) -> None:
+def copy_database(
+    source: Engine,
+    target: Engine,
+    scripts: ScriptDirectory,
+    progress: Callable[[str], None],
+    batch_size: int = 1000,
+) -> None:
     """Copy every user and post to another database, keeping their ids.
 
     The target gets the current schema if it has no tables; otherwise it must
@@ -217,19 +228,28 @@ def copy_database(source: Engine, target: Engine, scripts: ScriptDirectory,
     with source.connect() as reader, target.begin() as writer:
         for table in Base.metadata.sorted_tables:  # users before the posts that name them
             if writer.scalar(select(func.count()).select_from(table)):
-                raise DatabaseProblem(f"the target already has rows in {table.name}; "
-                                      "copy into an empty database")
+                raise DatabaseProblem(
+                    f"the target already has rows in {table.name}; copy into an empty database"
+                )
             total = reader.scalar(select(func.count()).select_from(table))
             copied, last_id = 0, 0
-            while rows := reader.execute(
-                select(table).where(table.c.id > last_id).order_by(table.c.id).limit(batch_size)
-            ).mappings().all():
+            while (
+                rows := reader.execute(
+                    select(table).where(table.c.id > last_id).order_by(table.c.id).limit(batch_size)
+                )
+                .mappings()
+                .all()
+            ):
                 writer.execute(table.insert(), rows)
                 copied, last_id = copied + len(rows), rows[-1]["id"]
                 progress(f"{table.name}: copied {copied:,} of {total:,}")
             if writer.dialect.name == "postgresql":
                 # Explicit ids do not move PostgreSQL's sequence; new rows would collide.
                 name = writer.dialect.identifier_preparer.format_table(table)
-                writer.execute(text(
-                    f"SELECT setval(pg_get_serial_sequence(:name, 'id'), "
-                    f"coalesce(max(id), 0) + 1, false) FROM {name}"), {"name": name})
+                writer.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence(:name, 'id'), "
+                        f"coalesce(max(id), 0) + 1, false) FROM {name}"
+                    ),
+                    {"name": name},
+                )

@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import ForeignKey, MetaData, String, Text
 from sqlalchemy.ext.compiler import compiles
@@ -23,7 +23,7 @@ USERNAME_MAX_LENGTH = 80
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):
@@ -71,6 +71,8 @@ def references_inline(create: CreateColumn, compiler, **kw) -> str:
     if column.info.get("sqlite_inline_references"):
         for foreign_key in column.foreign_keys:
             referred = foreign_key.column
-            text += (f" REFERENCES {compiler.preparer.format_table(referred.table)}"
-                     f" ({compiler.preparer.quote(referred.name)})")
+            text += (
+                f" REFERENCES {compiler.preparer.format_table(referred.table)}"
+                f" ({compiler.preparer.quote(referred.name)})"
+            )
     return text

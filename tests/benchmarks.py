@@ -59,8 +59,11 @@ def build_legacy(path: Path, posts: int) -> None:
     with contextlib.closing(sqlite3.connect(path)) as connection, connection:
         connection.executemany(
             "INSERT INTO post (title, body, created) VALUES (?, ?, ?)",
-            ((f"Post number {n}", f"Body of post {n}. " * 10, "2024-01-01 12:00:00.000000")
-             for n in range(posts)))
+            (
+                (f"Post number {n}", f"Body of post {n}. " * 10, "2024-01-01 12:00:00.000000")
+                for n in range(posts)
+            ),
+        )
 
 
 def alembic_config(path: Path) -> Config:
@@ -99,8 +102,10 @@ def made_by_init(legacy: Path, path: Path) -> None:
     app.extensions["db_engine"].dispose()
     with contextlib.closing(sqlite3.connect(path)) as connection, connection:
         connection.execute("ATTACH DATABASE ? AS legacy", (str(legacy),))
-        connection.execute("INSERT INTO post (id, title, body, created) "
-                           "SELECT id, title, body, created FROM legacy.post")
+        connection.execute(
+            "INSERT INTO post (id, title, body, created) "
+            "SELECT id, title, body, created FROM legacy.post"
+        )
 
 
 def backup_seconds(path: Path) -> float:
@@ -125,8 +130,15 @@ def migration_costs(legacy: Path, work: Path, repeat: int) -> dict:
         for backup in work.glob("scratch.db.bak*"):
             backup.unlink()
 
-    times = {"upgrade": [], "upgrade floor": [], "downgrade -1": [], "downgrade -1 floor": [],
-             "downgrade -1, init-made": [], "downgrade -1 floor, init-made": [], "backup": []}
+    times = {
+        "upgrade": [],
+        "upgrade floor": [],
+        "downgrade -1": [],
+        "downgrade -1 floor": [],
+        "downgrade -1, init-made": [],
+        "downgrade -1 floor, init-made": [],
+        "backup": [],
+    }
     scratch = work / "scratch.db"
     for _ in range(repeat):
         for name, source, run in (
@@ -137,8 +149,11 @@ def migration_costs(legacy: Path, work: Path, repeat: int) -> dict:
             ("downgrade -1, init-made", initialised, downgrade),
             # init writes every row's author_id, even NULL, and DROP COLUMN
             # rewrites each row that holds it: a floor of its own.
-            ("downgrade -1 floor, init-made", initialised,
-             lambda: run_script(scratch, downgrade_sql)),
+            (
+                "downgrade -1 floor, init-made",
+                initialised,
+                lambda: run_script(scratch, downgrade_sql),
+            ),
             ("backup", upgraded, lambda: backup_seconds(scratch)),
         ):
             shutil.copy(source, scratch)
@@ -157,7 +172,10 @@ def upgrade_command(legacy: Path, work: Path, repeat: int) -> dict:
         start = time.perf_counter()
         process = subprocess.Popen(
             [sys.executable, "-m", "alembic", "-c", PROJECT / "alembic.ini", "upgrade", "head"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         _, status, usage = os.wait4(process.pid, 0)
         walls.append(time.perf_counter() - start)
         assert os.waitstatus_to_exitcode(status) == 0, "alembic upgrade head failed"
@@ -170,7 +188,9 @@ def give_posts_authors(path: Path) -> None:
     with contextlib.closing(sqlite3.connect(path)) as connection, connection:
         connection.executemany(
             "INSERT INTO user (id, username, password_hash, created) VALUES (?, ?, 'x', "
-            "'2024-01-01 00:00:00')", [(n, f"writer{n}") for n in range(1, 10)])
+            "'2024-01-01 00:00:00')",
+            [(n, f"writer{n}") for n in range(1, 10)],
+        )
         connection.execute("UPDATE post SET author_id = NULLIF(id % 10, 0)")
 
 
@@ -178,7 +198,8 @@ def pages_to_time(app, path: Path) -> dict[str, str]:
     with contextlib.closing(sqlite3.connect(path)) as connection:
         oldest = connection.execute("SELECT min(id) FROM post").fetchone()[0]
         oldest_by_writer1 = connection.execute(
-            "SELECT id FROM post WHERE author_id = 1 ORDER BY id LIMIT 1 OFFSET 10").fetchone()[0]
+            "SELECT id FROM post WHERE author_id = 1 ORDER BY id LIMIT 1 OFFSET 10"
+        ).fetchone()[0]
     per_page = app.config["POSTS_PER_PAGE"]
     return {
         "index": "/",
@@ -208,16 +229,21 @@ def page_latencies(databases: dict[int, Path]) -> dict[int, dict[str, float]]:
                 assert response.status_code == 200 and "<h2>" in response.get_data(as_text=True)
                 if round_ >= 20:  # after warming up
                     times[posts][name].append(elapsed * 1000)
-    return {posts: {f"{name} ms": statistics.median(values) for name, values in pages.items()}
-            for posts, pages in times.items()}
+    return {
+        posts: {f"{name} ms": statistics.median(values) for name, values in pages.items()}
+        for posts, pages in times.items()
+    }
 
 
 def measure_migrations(posts: int, repeat: int, work: Path) -> tuple[dict, Path]:
     """The migration figures, and a database at head with authors for the pages."""
     legacy = work / "legacy.db"
     build_seconds = seconds(build_legacy, legacy, posts)
-    result = {"posts": posts, "build legacy s": build_seconds,
-              "database MiB": legacy.stat().st_size / 2**20}
+    result = {
+        "posts": posts,
+        "build legacy s": build_seconds,
+        "database MiB": legacy.stat().st_size / 2**20,
+    }
     result.update(migration_costs(legacy, work, repeat))
     result.update(upgrade_command(legacy, work, repeat))
     pages = work / f"pages-{posts}.db"
@@ -229,14 +255,24 @@ def measure_migrations(posts: int, repeat: int, work: Path) -> tuple[dict, Path]
 
 
 def print_table(results: list[dict]) -> None:
-    rows = [("posts", "{:,}"), ("database MiB", "{:.1f}"), ("build legacy s", "{:.2f}"),
-            ("upgrade", "{:.3f} s"), ("upgrade floor", "{:.3f} s"),
-            ("downgrade -1", "{:.3f} s"), ("downgrade -1 floor", "{:.3f} s"),
-            ("downgrade -1, init-made", "{:.3f} s"), ("downgrade -1 floor, init-made", "{:.3f} s"),
-            ("backup", "{:.3f} s"),
-            ("command wall", "{:.3f} s"), ("peak MiB", "{:.1f}"),
-            ("index ms", "{:.2f}"), ("index, oldest page ms", "{:.2f}"),
-            ("user page ms", "{:.2f}"), ("user page, oldest ms", "{:.2f}")]
+    rows = [
+        ("posts", "{:,}"),
+        ("database MiB", "{:.1f}"),
+        ("build legacy s", "{:.2f}"),
+        ("upgrade", "{:.3f} s"),
+        ("upgrade floor", "{:.3f} s"),
+        ("downgrade -1", "{:.3f} s"),
+        ("downgrade -1 floor", "{:.3f} s"),
+        ("downgrade -1, init-made", "{:.3f} s"),
+        ("downgrade -1 floor, init-made", "{:.3f} s"),
+        ("backup", "{:.3f} s"),
+        ("command wall", "{:.3f} s"),
+        ("peak MiB", "{:.1f}"),
+        ("index ms", "{:.2f}"),
+        ("index, oldest page ms", "{:.2f}"),
+        ("user page ms", "{:.2f}"),
+        ("user page, oldest ms", "{:.2f}"),
+    ]
     width = max(len(name) for name, _ in rows)
     for name, form in rows:
         cells = [form.format(result[name]) for result in results]
@@ -245,30 +281,49 @@ def print_table(results: list[dict]) -> None:
 
 def ratios(results: list[dict]) -> dict:
     smallest, largest = results[0], results[-1]
-    worst_page = max(largest[name] for name in ("index ms", "index, oldest page ms",
-                                                "user page ms", "user page, oldest ms"))
+    worst_page = max(
+        largest[name]
+        for name in ("index ms", "index, oldest page ms", "user page ms", "user page, oldest ms")
+    )
     return {
         "upgrade / floor at the largest size": largest["upgrade"] / largest["upgrade floor"],
         # The downgrade's own work: what it took, less the backup it took first.
-        "downgrade -1 without its backup / floor at the largest size":
-            (largest["downgrade -1"] - largest["backup"]) / largest["downgrade -1 floor"],
-        "the same, on a database made by run.py init":
-            (largest["downgrade -1, init-made"] - largest["backup"])
-            / largest["downgrade -1 floor, init-made"],
+        "downgrade -1 without its backup / floor at the largest size": (
+            largest["downgrade -1"] - largest["backup"]
+        )
+        / largest["downgrade -1 floor"],
+        "the same, on a database made by run.py init": (
+            largest["downgrade -1, init-made"] - largest["backup"]
+        )
+        / largest["downgrade -1 floor, init-made"],
         "upgrade peak memory, largest / smallest": largest["peak MiB"] / smallest["peak MiB"],
         "page latency, largest / index at smallest": worst_page / smallest["index ms"],
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1000,100000,1000000",
-                        help="numbers of posts, comma-separated (default: %(default)s)")
-    parser.add_argument("--repeat", type=int, default=5,
-                        help="runs of each migration measurement (default: %(default)s)")
-    parser.add_argument("--json", type=Path, default=Path("bench-results.json"),
-                        help="where to write the figures (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--sizes",
+        default="1000,100000,1000000",
+        help="numbers of posts, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=5,
+        help="runs of each migration measurement (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path("bench-results.json"),
+        help="where to write the figures (default: %(default)s)",
+    )
     args = parser.parse_args()
     sizes = sorted(int(size) for size in args.sizes.split(","))
 
@@ -279,10 +334,12 @@ def main() -> None:
             result, databases[posts] = measure_migrations(posts, args.repeat, Path(work))
             results.append(result)
         print("timing pages...", file=sys.stderr, flush=True)
-        for result, latencies in zip(results, page_latencies(databases).values()):
+        for result, latencies in zip(results, page_latencies(databases).values(), strict=True):
             result.update(latencies)
-    machine = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
-               f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")
+    machine = (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
+    )
     print(f"\nMedians of {args.repeat} runs ({PAGE_REQUESTS} requests a page); {machine}\n")
     print_table(results)
     print()
@@ -290,8 +347,13 @@ def main() -> None:
     for name, value in found.items():
         verdict = "meets" if value <= TARGETS[name] else "MISSES"
         print(f"{name:<60} {value:5.2f}  ({verdict} the target of {TARGETS[name]})")
-    args.json.write_text(json.dumps({"machine": machine, "repeat": args.repeat,
-                                     "results": results, "ratios": found}, indent=2) + "\n")
+    args.json.write_text(
+        json.dumps(
+            {"machine": machine, "repeat": args.repeat, "results": results, "ratios": found},
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"\nwrote {args.json}")
 
 

@@ -24,8 +24,9 @@ from .legacy import make_legacy_database
 PROJECT = Path(__file__).resolve().parent.parent
 
 # The project's revisions, from the first to the head.
-REVISIONS = list(reversed(list(
-    ScriptDirectory.from_config(Config(PROJECT / "alembic.ini")).walk_revisions())))
+REVISIONS = list(
+    reversed(list(ScriptDirectory.from_config(Config(PROJECT / "alembic.ini")).walk_revisions()))
+)
 
 # What a test user types to log in; hashed once, as hashing is slow on purpose.
 PASSWORD = "correct horse"
@@ -64,14 +65,17 @@ def database_url(backend, tmp_path):
     server = create_engine(os.environ[variable], isolation_level="AUTOCOMMIT")
     name = f"blog_test_{uuid.uuid4().hex[:12]}"
     with server.connect() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE {name}" + (
-            " CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci" if backend == "mysql" else ""))
+        connection.exec_driver_sql(
+            f"CREATE DATABASE {name}"
+            + (" CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci" if backend == "mysql" else "")
+        )
     try:
         yield server.url.set(database=name).render_as_string(hide_password=False)
     finally:
         with server.connect() as connection:
-            connection.exec_driver_sql(f"DROP DATABASE {name}" + (
-                " WITH (FORCE)" if backend == "postgresql" else ""))
+            connection.exec_driver_sql(
+                f"DROP DATABASE {name}" + (" WITH (FORCE)" if backend == "postgresql" else "")
+            )
         server.dispose()
 
 
@@ -88,38 +92,63 @@ def alembic_cfg(database_url, monkeypatch):
 def legacy_db(database_url):
     """A blog.db as the blog made it before migrations: posts and no alembic_version."""
     engine = create_engine(database_url)
-    make_legacy_database(engine, [
-        {"title": "Hello", "body": "The first post.", "created": datetime(2020, 1, 1)},
-        {"title": "Ünïcödé ✓", "body": "Ça va?\n" * 1000, "created": datetime(2020, 1, 2)},
-        {"title": "x" * 200, "body": "The longest title.", "created": datetime(2020, 1, 3)},
-    ])
+    make_legacy_database(
+        engine,
+        [
+            {"title": "Hello", "body": "The first post.", "created": datetime(2020, 1, 1)},
+            {"title": "Ünïcödé ✓", "body": "Ça va?\n" * 1000, "created": datetime(2020, 1, 2)},
+            {"title": "x" * 200, "body": "The longest title.", "created": datetime(2020, 1, 3)},
+        ],
+    )
     yield engine
     engine.dispose()
 
 
 @pytest.fixture
 def app(database_url):
-    app = create_app({
-        "TESTING": True,
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": "test",
-        "POSTS_PER_PAGE": 3,
-    })
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": "test",
+            "POSTS_PER_PAGE": 3,
+        }
+    )
     init_db(app.extensions["db_engine"], migration_scripts(app))
     with app.app_context():
         db = get_db()
-        db.execute(insert(User), [
-            {"username": "test", "password_hash": PASSWORD_HASH,
-             "created": datetime(2021, 1, 1)},
-            {"username": "other", "password_hash": PASSWORD_HASH,
-             "created": datetime(2021, 1, 2)},
-        ])
-        db.execute(insert(Post), [
-            {"title": "Written before accounts", "body": "legacy body", "author_id": None,
-             "created": datetime(2020, 1, 1)},
-            {"title": "test title", "body": "test\nbody", "author_id": 1,
-             "created": datetime(2021, 1, 1)},
-        ])
+        db.execute(
+            insert(User),
+            [
+                {
+                    "username": "test",
+                    "password_hash": PASSWORD_HASH,
+                    "created": datetime(2021, 1, 1),
+                },
+                {
+                    "username": "other",
+                    "password_hash": PASSWORD_HASH,
+                    "created": datetime(2021, 1, 2),
+                },
+            ],
+        )
+        db.execute(
+            insert(Post),
+            [
+                {
+                    "title": "Written before accounts",
+                    "body": "legacy body",
+                    "author_id": None,
+                    "created": datetime(2020, 1, 1),
+                },
+                {
+                    "title": "test title",
+                    "body": "test\nbody",
+                    "author_id": 1,
+                    "created": datetime(2021, 1, 1),
+                },
+            ],
+        )
         db.commit()
     yield app
     app.extensions["db_engine"].dispose()
@@ -147,8 +176,9 @@ class AuthActions:
 
     def post(self, url, data=None, **kwargs):
         """Send a form the way a browser does, with the page's token."""
-        return self._client.post(url, data={"csrf_token": self.csrf_token(), **(data or {})},
-                                 **kwargs)
+        return self._client.post(
+            url, data={"csrf_token": self.csrf_token(), **(data or {})}, **kwargs
+        )
 
     def login(self, username="test", password=PASSWORD):
         return self.post("/auth/login", {"username": username, "password": password})
@@ -167,8 +197,7 @@ def project(tmp_path):
     """A copy of the project to run its commands in, so its blog.db is the copy's."""
     copy = tmp_path / "project"
     for name in ("alembic", "blog"):
-        shutil.copytree(PROJECT / name, copy / name,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(PROJECT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("alembic.ini", "run.py"):
         shutil.copy(PROJECT / name, copy / name)
     return copy
@@ -185,7 +214,11 @@ def runner(tmp_path):
         environ.update(env or {})
         return subprocess.run(
             [sys.executable, *map(str, args)],
-            cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout,
+            cwd=cwd,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     return run

@@ -42,9 +42,13 @@ def index():
     per_page = 10
     rows = get_db().execute(QUERY, (per_page + 1,)).fetchall()
     posts = [
-        SimpleNamespace(id=id, title=title, body=body,
-                        created=datetime.fromisoformat(created),
-                        author=username and SimpleNamespace(username=username))
+        SimpleNamespace(
+            id=id,
+            title=title,
+            body=body,
+            created=datetime.fromisoformat(created),
+            author=username and SimpleNamespace(username=username),
+        )
         for id, title, body, created, username in rows
     ]
     older = posts[per_page - 1].id if len(posts) > per_page else None
@@ -55,10 +59,15 @@ def create_app() -> Flask:
     app = Flask(blog.__name__)
     app.add_url_rule("/", "posts.index", index)
     # The links the templates draw; the baseline serves only the index.
-    for rule, endpoint in [("/users", "posts.users"), ("/users/<username>", "posts.user"),
-                           ("/post/<int:id>", "posts.detail"), ("/create", "posts.create"),
-                           ("/auth/register", "auth.register"), ("/auth/login", "auth.login"),
-                           ("/auth/logout", "auth.logout")]:
+    for rule, endpoint in [
+        ("/users", "posts.users"),
+        ("/users/<username>", "posts.user"),
+        ("/post/<int:id>", "posts.detail"),
+        ("/create", "posts.create"),
+        ("/auth/register", "auth.register"),
+        ("/auth/login", "auth.login"),
+        ("/auth/logout", "auth.logout"),
+    ]:
         app.add_url_rule(rule, endpoint)
     app.teardown_appcontext(close_db)
     return app

@@ -33,9 +33,24 @@ if __name__ == "__main__":
     path = Path(sys.argv[1] if len(sys.argv) > 1 else "blog.db").resolve()
     if path.exists():
         sys.exit(f"error: {path} exists; move it away first")
-    make_legacy_database(create_engine(f"sqlite:///{path}"), [
-        {"title": "Hello, world", "body": "The first post.", "created": datetime(2024, 3, 1, 9)},
-        {"title": "On SQLite", "body": "One file holds it all.", "created": datetime(2024, 3, 2, 9)},
-        {"title": "Still here", "body": "Posts outlive schema changes.", "created": datetime(2024, 3, 3, 9)},
-    ])
+    make_legacy_database(
+        create_engine(f"sqlite:///{path}"),
+        [
+            {
+                "title": "Hello, world",
+                "body": "The first post.",
+                "created": datetime(2024, 3, 1, 9),
+            },
+            {
+                "title": "On SQLite",
+                "body": "One file holds it all.",
+                "created": datetime(2024, 3, 2, 9),
+            },
+            {
+                "title": "Still here",
+                "body": "Posts outlive schema changes.",
+                "created": datetime(2024, 3, 3, 9),
+            },
+        ],
+    )
     print(f"Created {path} as the blog made it before migrations, with 3 posts")

@@ -79,12 +79,13 @@ def build_database(path: Path) -> None:
         connection.executemany(
             "INSERT INTO user (id, username, password_hash, created) "
             "VALUES (?, ?, ?, '2024-01-01 00:00:00')",
-            [(n, f"user{n}", password_hash) for n in range(1, USERS + 1)])
+            [(n, f"user{n}", password_hash) for n in range(1, USERS + 1)],
+        )
         connection.executemany(
             "INSERT INTO post (title, body, created, author_id) "
             "VALUES (?, ?, '2024-01-01 12:00:00', ?)",
-            ((f"Post number {n}", f"Body of post {n}. " * 20, n % USERS + 1)
-             for n in range(POSTS)))
+            ((f"Post number {n}", f"Body of post {n}. " * 20, n % USERS + 1) for n in range(POSTS)),
+        )
 
 
 @contextlib.contextmanager
@@ -92,9 +93,13 @@ def server(command: list, env: dict, log: Path):
     """A server process, up once it answers, stopped (workers and all) at the end."""
     port = free_port()
     with open(log, "w") as output:
-        process = subprocess.Popen([*map(str, command), str(port)], cwd=PROJECT,
-                                   env={**os.environ, **env},
-                                   stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [*map(str, command), str(port)],
+            cwd=PROJECT,
+            env={**os.environ, **env},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_for_page(base_url + "/")
@@ -107,7 +112,10 @@ def server(command: list, env: dict, log: Path):
 def wrk(url: str, clients: int, seconds: int, report: Path) -> dict:
     result = subprocess.run(
         ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--timeout", "10s", "-s", report, url],
-        capture_output=True, text=True, check=True)
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     figures["req/s"] = figures["requests"] / figures["seconds"]
     return figures
@@ -149,10 +157,12 @@ class Users:
 
     def summary(self, seconds: float) -> dict:
         latencies = sorted(self.latencies) or [0.0]
-        return {"requests/s": len(self.statuses) / seconds,
-                "p99 ms": latencies[int(0.99 * (len(latencies) - 1))],
-                "500s": sum(status >= 500 for status in self.statuses),
-                "statuses": sorted(set(self.statuses))}
+        return {
+            "requests/s": len(self.statuses) / seconds,
+            "p99 ms": latencies[int(0.99 * (len(latencies) - 1))],
+            "500s": sum(status >= 500 for status in self.statuses),
+            "statuses": sorted(set(self.statuses)),
+        }
 
 
 def writer(browser: Browser, n: int):
@@ -164,6 +174,7 @@ def login(browser: Browser, n: int):
     def step():
         browser.open_form("/auth/login")
         return browser.request("/auth/login", {"username": f"user{n}", "password": PASSWORD})[0]
+
     return step
 
 
@@ -176,8 +187,10 @@ def hold_write_lock(database: Path, seconds: float) -> None:
     connection.execute("BEGIN IMMEDIATE")
     print("holding", flush=True)
     for _ in range(200_000 // POSTS):
-        connection.execute("INSERT INTO post (title, body, created) "
-                           "SELECT title, body, created FROM post LIMIT ?", (POSTS,))
+        connection.execute(
+            "INSERT INTO post (title, body, created) SELECT title, body, created FROM post LIMIT ?",
+            (POSTS,),
+        )
     time.sleep(max(0.0, deadline - time.monotonic()))
     connection.execute("ROLLBACK")
 
@@ -185,9 +198,19 @@ def hold_write_lock(database: Path, seconds: float) -> None:
 @contextlib.contextmanager
 def write_lock_held(database: Path, seconds: float):
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.load_benchmark", "--hold-write-lock", database,
-         "--seconds", str(seconds)],
-        cwd=PROJECT, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "tests.load_benchmark",
+            "--hold-write-lock",
+            database,
+            "--seconds",
+            str(seconds),
+        ],
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout.readline().strip() == "holding"
     try:
         yield
@@ -198,14 +221,20 @@ def write_lock_held(database: Path, seconds: float):
 def measure(database: Path, seconds: int, repeat: int, work: Path) -> dict:
     report = work / "report.lua"
     report.write_text(WRK_REPORT)
-    env = {"BLOG_DATABASE_URL": f"sqlite:///{database}", "BASELINE_DATABASE": str(database),
-           "BLOG_SECRET_KEY": "benchmark"}
+    env = {
+        "BLOG_DATABASE_URL": f"sqlite:///{database}",
+        "BASELINE_DATABASE": str(database),
+        "BLOG_SECRET_KEY": "benchmark",
+    }
     post_id = POSTS // 2
     pages = {"/": "/", "/post/<id>": f"/post/{post_id}", "/users/<name>": "/users/user1"}
     results = {}
-    with server([sys.executable, "run.py", "--port"], env, work / "blog.log") as blog, \
-            server([sys.executable, "-m", "tests.flaskr_baseline"], env,
-                   work / "baseline.log") as baseline:
+    with (
+        server([sys.executable, "run.py", "--port"], env, work / "blog.log") as blog,
+        server(
+            [sys.executable, "-m", "tests.flaskr_baseline"], env, work / "baseline.log"
+        ) as baseline,
+    ):
         rounds = []
         for round_ in range(repeat):
             print(f"pages, round {round_ + 1} of {repeat}...", file=sys.stderr, flush=True)
@@ -215,8 +244,9 @@ def measure(database: Path, seconds: int, repeat: int, work: Path) -> dict:
                     figures[f"blog {name}, {clients}"] = wrk(blog + path, clients, seconds, report)
                 figures[f"baseline /, {clients}"] = wrk(baseline + "/", clients, seconds, report)
             rounds.append(figures)
-        results["pages"] = {key: median_of([figures[key] for figures in rounds])
-                            for key in rounds[0]}
+        results["pages"] = {
+            key: median_of([figures[key] for figures in rounds]) for key in rounds[0]
+        }
 
         print("readers beside writers, a write lock, logins...", file=sys.stderr, flush=True)
         busy = {}
@@ -238,23 +268,26 @@ def ratios(results: dict) -> dict:
     index16 = pages["blog /, 16"]
     readers = [figures for name, figures in busy.items() if name.startswith("readers")]
     return {
-        "index req/s, blog / baseline, 1 client":
-            pages["blog /, 1"]["req/s"] / pages["baseline /, 1"]["req/s"],
-        "index req/s, blog / baseline, 16 clients":
-            index16["req/s"] / pages["baseline /, 16"]["req/s"],
-        "index p99 at 16 clients / queueing ideal (16 / req/s)":
-            index16["p99 ms"] / (16 / index16["req/s"] * 1000),
-        "readers beside 2 writers / readers alone":
-            busy["readers beside 2 writers"]["req/s"] / busy["readers alone"]["req/s"],
-        "readers during a long write: failed requests":
-            busy["readers during a long write"]["failed"]
-            + busy["readers during a long write"]["not ok"],
-        "readers during a long write: p99 / idle p99":
-            busy["readers during a long write"]["p99 ms"] / busy["readers alone"]["p99 ms"],
+        "index req/s, blog / baseline, 1 client": pages["blog /, 1"]["req/s"]
+        / pages["baseline /, 1"]["req/s"],
+        "index req/s, blog / baseline, 16 clients": index16["req/s"]
+        / pages["baseline /, 16"]["req/s"],
+        "index p99 at 16 clients / queueing ideal (16 / req/s)": index16["p99 ms"]
+        / (16 / index16["req/s"] * 1000),
+        "readers beside 2 writers / readers alone": busy["readers beside 2 writers"]["req/s"]
+        / busy["readers alone"]["req/s"],
+        "readers during a long write: failed requests": busy["readers during a long write"][
+            "failed"
+        ]
+        + busy["readers during a long write"]["not ok"],
+        "readers during a long write: p99 / idle p99": busy["readers during a long write"]["p99 ms"]
+        / busy["readers alone"]["p99 ms"],
         # wrk counts every status of 400 or more; no reader expects one.
-        "responses of 500 or more, anywhere":
-            sum(figures["not ok"] for figures in [*pages.values(), *readers])
-            + busy["2 writers"]["500s"] + busy["4 logging in"]["500s"],
+        "responses of 500 or more, anywhere": sum(
+            figures["not ok"] for figures in [*pages.values(), *readers]
+        )
+        + busy["2 writers"]["500s"]
+        + busy["4 logging in"]["500s"],
     }
 
 
@@ -266,19 +299,25 @@ def print_tables(results: dict, found: dict) -> None:
         for name in ("/", "/post/<id>", "/users/<name>"):
             blog = pages[f"blog {name}, {clients}"]
             base = pages[f"baseline /, {clients}"] if name == "/" else None
-            print(f"| `{name}` | {clients} | {blog['req/s']:,.0f} | {blog['p50 ms']:.1f} | "
-                  f"{blog['p99 ms']:.1f} | "
-                  + (f"{base['req/s']:,.0f} | {base['p99 ms']:.1f} |" if base else "| |"))
+            print(
+                f"| `{name}` | {clients} | {blog['req/s']:,.0f} | {blog['p50 ms']:.1f} | "
+                f"{blog['p99 ms']:.1f} | "
+                + (f"{base['req/s']:,.0f} | {base['p99 ms']:.1f} |" if base else "| |")
+            )
     print(f"\n| `/` at {BUSY_CLIENTS} clients | req/s | p99 ms | max ms | failed |")
     print("|---|---|---|---|---|")
     for name, figures in results["busy"].items():
         if name.startswith("readers"):
-            print(f"| {name} | {figures['req/s']:,.0f} | {figures['p99 ms']:.1f} | "
-                  f"{figures['max ms']:.1f} | {figures['failed'] + figures['not ok']} |")
+            print(
+                f"| {name} | {figures['req/s']:,.0f} | {figures['p99 ms']:.1f} | "
+                f"{figures['max ms']:.1f} | {figures['failed'] + figures['not ok']} |"
+            )
     for name in ("2 writers", "4 logging in"):
         figures = results["busy"][name]
-        print(f"| ({name}: {figures['requests/s']:,.1f} requests/s, p99 "
-              f"{figures['p99 ms']:.0f} ms, statuses {figures['statuses']}) | | | | |")
+        print(
+            f"| ({name}: {figures['requests/s']:,.1f} requests/s, p99 "
+            f"{figures['p99 ms']:.0f} ms, statuses {figures['statuses']}) | | | | |"
+        )
     print()
     for name, sense, target in TARGETS:
         value = found[name]
@@ -287,14 +326,26 @@ def print_tables(results: dict, found: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.load_benchmark", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=5,
-                        help="length of each point (default: %(default)s)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="rounds of the page measurements (default: %(default)s)")
-    parser.add_argument("--json", type=Path, default=Path("bench-load-results.json"),
-                        help="where to write the figures (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.load_benchmark",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--seconds", type=int, default=5, help="length of each point (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="rounds of the page measurements (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path("bench-load-results.json"),
+        help="where to write the figures (default: %(default)s)",
+    )
     parser.add_argument("--hold-write-lock", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.hold_write_lock:
@@ -307,13 +358,18 @@ def main() -> None:
         build_database(database)
         results = measure(database, args.seconds, args.repeat, Path(work))
     found = ratios(results)
-    machine = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
-               f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")
-    print(f"\ngunicorn, {DEFAULT_WORKERS} workers x {DEFAULT_THREADS} threads; wrk, "
-          f"{args.seconds} s a point, pages the median of {args.repeat} rounds; {machine}\n")
+    machine = (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
+    )
+    print(
+        f"\ngunicorn, {DEFAULT_WORKERS} workers x {DEFAULT_THREADS} threads; wrk, "
+        f"{args.seconds} s a point, pages the median of {args.repeat} rounds; {machine}\n"
+    )
     print_tables(results, found)
-    args.json.write_text(json.dumps({"machine": machine, "results": results, "ratios": found},
-                                    indent=2) + "\n")
+    args.json.write_text(
+        json.dumps({"machine": machine, "results": results, "ratios": found}, indent=2) + "\n"
+    )
     print(f"\nwrote {args.json}")
 
 

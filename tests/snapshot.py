@@ -9,23 +9,31 @@ def schema(engine: Engine) -> dict:
         if connection.dialect.name == "sqlite":
             # The text SQLite keeps, white space folded (offline SQL indents
             # with spaces, online with tabs); a half-done batch copy shows here.
-            return {"sqlite_master": [
-                (type_, name, table, sql and " ".join(sql.split()))
-                for type_, name, table, sql in connection.execute(text(
-                    "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name"))
-            ]}
+            return {
+                "sqlite_master": [
+                    (type_, name, table, sql and " ".join(sql.split()))
+                    for type_, name, table, sql in connection.execute(
+                        text("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name")
+                    )
+                ]
+            }
         inspector = inspect(connection)
         return {
             table: {
-                "columns": [(c["name"], str(c["type"]), c["nullable"])
-                            for c in inspector.get_columns(table)],
-                "indexes": sorted((i["name"], tuple(i["column_names"]))
-                                  for i in inspector.get_indexes(table)),
-                "foreign_keys": sorted((fk["name"], tuple(fk["constrained_columns"]),
-                                        fk["referred_table"])
-                                       for fk in inspector.get_foreign_keys(table)),
-                "unique": sorted((u["name"], tuple(u["column_names"]))
-                                 for u in inspector.get_unique_constraints(table)),
+                "columns": [
+                    (c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)
+                ],
+                "indexes": sorted(
+                    (i["name"], tuple(i["column_names"])) for i in inspector.get_indexes(table)
+                ),
+                "foreign_keys": sorted(
+                    (fk["name"], tuple(fk["constrained_columns"]), fk["referred_table"])
+                    for fk in inspector.get_foreign_keys(table)
+                ),
+                "unique": sorted(
+                    (u["name"], tuple(u["column_names"]))
+                    for u in inspector.get_unique_constraints(table)
+                ),
             }
             for table in sorted(inspector.get_table_names())
         }
@@ -37,8 +45,12 @@ def rows(engine: Engine) -> dict[str, list[dict]]:
     tables.reflect(engine)
     with engine.connect() as connection:
         return {
-            name: [dict(row._mapping) for row in connection.execute(
-                select(table).order_by(*(table.primary_key.columns or table.columns)))]
+            name: [
+                dict(row._mapping)
+                for row in connection.execute(
+                    select(table).order_by(*(table.primary_key.columns or table.columns))
+                )
+            ]
             for name, table in tables.tables.items()
         }
 
@@ -55,8 +67,10 @@ def current_revision(engine: Engine) -> str | None:
 
 def columns(engine: Engine) -> dict[str, set[str]]:
     inspector = inspect(engine)
-    return {table: {c["name"] for c in inspector.get_columns(table)}
-            for table in inspector.get_table_names()}
+    return {
+        table: {c["name"] for c in inspector.get_columns(table)}
+        for table in inspector.get_table_names()
+    }
 
 
 def unchanged_part(rows_before: dict, columns_before: dict, engine: Engine) -> tuple:
@@ -70,7 +84,9 @@ def unchanged_part(rows_before: dict, columns_before: dict, engine: Engine) -> t
     shared = {table: columns_before[table] & columns_now[table] for table in tables}
 
     def cut(all_rows):
-        return {table: [{c: row[c] for c in shared[table]} for row in all_rows[table]]
-                for table in shared}
+        return {
+            table: [{c: row[c] for c in shared[table]} for row in all_rows[table]]
+            for table in shared
+        }
 
     return cut(rows_before), cut(rows(engine))

@@ -26,9 +26,17 @@ def add_data(engine):
         author_ids = [None]
         if "user" in tables.tables:
             user = tables.tables["user"]
-            connection.execute(user.insert(), [
-                {"username": f"writer{n}-{i}", "password_hash": "scrypt:x$" + "h" * 100,
-                 "created": datetime(2024, 1, 1, 12, i)} for i in range(3)])
+            connection.execute(
+                user.insert(),
+                [
+                    {
+                        "username": f"writer{n}-{i}",
+                        "password_hash": "scrypt:x$" + "h" * 100,
+                        "created": datetime(2024, 1, 1, 12, i),
+                    }
+                    for i in range(3)
+                ],
+            )
             author_ids += connection.scalars(select(user.c.id)).all()
         posts = [
             {"title": "Ünïcödé ✓ 日本語 🎉", "body": "Ça va? " * 8_000},  # 64,000 bytes
@@ -50,11 +58,13 @@ def full_db(legacy_db):
 
 @pytest.mark.parametrize("direction", ["upgrade", "downgrade"])
 @pytest.mark.parametrize("revision", REVISIONS, ids=lambda revision: revision.doc)
-def test_failing_revision_leaves_the_database_as_it_was(alembic_cfg, full_db, monkeypatch,
-                                                       backend, revision, direction):
+def test_failing_revision_leaves_the_database_as_it_was(
+    alembic_cfg, full_db, monkeypatch, backend, revision, direction
+):
     below = revision.down_revision or "base"
-    start, target = ((below, revision.revision) if direction == "upgrade"
-                     else (revision.revision, below))
+    start, target = (
+        (below, revision.revision) if direction == "upgrade" else (revision.revision, below)
+    )
     command.upgrade(alembic_cfg, start)
     add_data(full_db)
     before = state(full_db)
@@ -100,8 +110,15 @@ def test_stairway_keeps_everything_a_revision_does_not_own(alembic_cfg, full_db)
 
 
 def offline_sql(runner, database_url, *args):
-    result = runner("-m", "alembic", "-c", PROJECT / "alembic.ini", *args, "--sql",
-                    env={"BLOG_DATABASE_URL": database_url})
+    result = runner(
+        "-m",
+        "alembic",
+        "-c",
+        PROJECT / "alembic.ini",
+        *args,
+        "--sql",
+        env={"BLOG_DATABASE_URL": database_url},
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -112,8 +129,9 @@ def apply_sql(path, sql):
 
 
 @pytest.mark.sqlite_only
-def test_offline_sql_matches_online_migrations(alembic_cfg, full_db, database_url, runner,
-                                               tmp_path):
+def test_offline_sql_matches_online_migrations(
+    alembic_cfg, full_db, database_url, runner, tmp_path
+):
     path = tmp_path / "blog.db"
     untouched = path.read_bytes()
 

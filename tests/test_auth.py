@@ -28,16 +28,19 @@ def test_taken_username_gives_the_form_back(app, auth):
     assert count_rows(app, User) == count
 
 
-@pytest.mark.parametrize(("username", "password", "message"), [
-    ("", "a good password", "Username must be 3 to 80 characters long."),
-    ("ab", "a good password", "Username must be 3 to 80 characters long."),
-    ("a" * 81, "a good password", "Username must be 3 to 80 characters long."),
-    ("bad name", "a good password", "Username may contain only letters"),
-    ("<script>", "a good password", "Username may contain only letters"),
-    ("alice", "", "Password must be 8 to 200 characters long."),
-    ("alice", "short", "Password must be 8 to 200 characters long."),
-    ("alice", "p" * 201, "Password must be 8 to 200 characters long."),
-])
+@pytest.mark.parametrize(
+    ("username", "password", "message"),
+    [
+        ("", "a good password", "Username must be 3 to 80 characters long."),
+        ("ab", "a good password", "Username must be 3 to 80 characters long."),
+        ("a" * 81, "a good password", "Username must be 3 to 80 characters long."),
+        ("bad name", "a good password", "Username may contain only letters"),
+        ("<script>", "a good password", "Username may contain only letters"),
+        ("alice", "", "Password must be 8 to 200 characters long."),
+        ("alice", "short", "Password must be 8 to 200 characters long."),
+        ("alice", "p" * 201, "Password must be 8 to 200 characters long."),
+    ],
+)
 def test_register_validation(app, auth, username, password, message):
     count = count_rows(app, User)
     response = auth.post("/auth/register", {"username": username, "password": password})
@@ -56,10 +59,13 @@ def test_login(client, auth):
         assert g.user.username == "test"
 
 
-@pytest.mark.parametrize(("username", "password"), [
-    ("nobody", PASSWORD),
-    ("test", "wrong password"),
-])
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [
+        ("nobody", PASSWORD),
+        ("test", "wrong password"),
+    ],
+)
 def test_login_rejects_bad_credentials(client, auth, username, password):
     response = auth.login(username, password)
     assert response.status_code == 401

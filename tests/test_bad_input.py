@@ -27,14 +27,20 @@ def assert_one_line_error(result, message):
     assert "Traceback" not in output
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["destroy"], "invalid choice: 'destroy'"),
-    (["--colour"], "unrecognized arguments: --colour"),
-    (["--port", "http"], "invalid int value: 'http'"),
-    (["--workers", "0"], "argument --workers: must be a whole number, at least 1, not '0'"),
-    (["--threads", "many"], "argument --threads: must be a whole number, at least 1, not 'many'"),
-    (["init", "--force"], "unrecognized arguments: --force"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["destroy"], "invalid choice: 'destroy'"),
+        (["--colour"], "unrecognized arguments: --colour"),
+        (["--port", "http"], "invalid int value: 'http'"),
+        (["--workers", "0"], "argument --workers: must be a whole number, at least 1, not '0'"),
+        (
+            ["--threads", "many"],
+            "argument --threads: must be a whole number, at least 1, not 'many'",
+        ),
+        (["init", "--force"], "unrecognized arguments: --force"),
+    ],
+)
 def test_run_py_usage_errors_exit_2(project, runner, args, message):
     result = runner(project / "run.py", *args)
     assert result.returncode == 2
@@ -57,8 +63,10 @@ def test_database_in_a_folder_that_does_not_exist(project, runner, tmp_path, dat
     env = {"BLOG_DATABASE_URL": f"sqlite:///{tmp_path / database}"}
     assert_one_line_error(runner(project / "run.py", "init", env=env), "is not a folder")
     assert_one_line_error(runner(project / "run.py", env=env), "does not exist")
-    assert_one_line_error(alembic(runner, project, "upgrade", "head", env=env),
-                          "does not exist; create it with `python run.py init`")
+    assert_one_line_error(
+        alembic(runner, project, "upgrade", "head", env=env),
+        "does not exist; create it with `python run.py init`",
+    )
     assert not (tmp_path / database).exists()
 
 
@@ -69,8 +77,10 @@ def test_database_that_cannot_be_written(project, runner):
     assert_one_line_error(result, "error: unable to open database file (sqlite:////proc/blog.db)")
 
 
-@pytest.mark.parametrize("command", ["run.py", "run.py init", "alembic upgrade head",
-                                     "alembic downgrade -1", "alembic current"])
+@pytest.mark.parametrize(
+    "command",
+    ["run.py", "run.py init", "alembic upgrade head", "alembic downgrade -1", "alembic current"],
+)
 def test_file_that_is_not_a_database(project, runner, command):
     db = project / "blog.db"
     db.write_text("my shopping list\n" * 100)
@@ -79,8 +89,10 @@ def test_file_that_is_not_a_database(project, runner, command):
     assert sorted(p.name for p in project.iterdir() if p.name.startswith("blog.db")) == ["blog.db"]
 
 
-@pytest.mark.parametrize("args", [["upgrade", "cafe1234"], ["downgrade", "cafe1234"],
-                                  ["upgrade", "+5"], ["downgrade", "-5"]])
+@pytest.mark.parametrize(
+    "args",
+    [["upgrade", "cafe1234"], ["downgrade", "cafe1234"], ["upgrade", "+5"], ["downgrade", "-5"]],
+)
 def test_migrating_to_a_revision_that_does_not_exist(project, runner, args):
     make_legacy_blog(project / "blog.db")
     alembic(runner, project, "upgrade", "+1")
@@ -103,5 +115,8 @@ def test_migrating_a_database_stamped_with_an_unknown_revision(project, runner, 
 def test_database_whose_driver_is_not_installed(project, runner):
     env = {"BLOG_DATABASE_URL": "mssql+pymssql://someone:s3cret@127.0.0.1/blog"}
     result = runner(project / "run.py", env=env)
-    assert_one_line_error(result, "No module named 'pymssql'; the drivers for database "
-                                  "servers are in requirements-servers.txt")
+    assert_one_line_error(
+        result,
+        "No module named 'pymssql'; the drivers for database "
+        "servers are in requirements-servers.txt",
+    )

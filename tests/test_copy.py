@@ -23,12 +23,31 @@ def source_url(tmp_path):
     init_db(app.extensions["db_engine"], migration_scripts(app))
     with app.app_context():
         db = get_db()
-        db.execute(insert(User), [{"id": n, "username": f"user{n}", "password_hash": PASSWORD_HASH,
-                                   "created": datetime(2021, 1, 1, 0, 0, n)} for n in (1, 2, 5)])
-        db.execute(insert(Post), [{"id": n * 2, "title": f"Post {n} ✓", "body": "text " * n,
-                                   "author_id": (None, 1, 2, 5)[n % 4],
-                                   "created": datetime(2022, 1, 1, 0, 0, n % 60)}
-                                  for n in range(1, 2501)])
+        db.execute(
+            insert(User),
+            [
+                {
+                    "id": n,
+                    "username": f"user{n}",
+                    "password_hash": PASSWORD_HASH,
+                    "created": datetime(2021, 1, 1, 0, 0, n),
+                }
+                for n in (1, 2, 5)
+            ],
+        )
+        db.execute(
+            insert(Post),
+            [
+                {
+                    "id": n * 2,
+                    "title": f"Post {n} ✓",
+                    "body": "text " * n,
+                    "author_id": (None, 1, 2, 5)[n % 4],
+                    "created": datetime(2022, 1, 1, 0, 0, n % 60),
+                }
+                for n in range(1, 2501)
+            ],
+        )
         db.commit()
     app.extensions["db_engine"].dispose()
     return url
@@ -74,8 +93,9 @@ def test_copy_refuses_a_target_with_posts(project, runner, source_url, database_
     before = blog_rows(database_url)
     result = runner(project / "run.py", "copy", source_url, database_url)
     assert result.returncode == 1
-    assert result.stderr == ("error: the target already has rows in user; "
-                             "copy into an empty database\n")
+    assert result.stderr == (
+        "error: the target already has rows in user; copy into an empty database\n"
+    )
     assert blog_rows(database_url) == before
 
 
@@ -83,8 +103,9 @@ def test_copy_refuses_a_target_with_posts(project, runner, source_url, database_
 def test_copy_refuses_a_source_behind_the_latest_revision(project, runner, tmp_path):
     make_legacy_blog(tmp_path / "old.db")
     target = tmp_path / "new.db"
-    result = runner(project / "run.py", "copy", f"sqlite:///{tmp_path / 'old.db'}",
-                    f"sqlite:///{target}")
+    result = runner(
+        project / "run.py", "copy", f"sqlite:///{tmp_path / 'old.db'}", f"sqlite:///{target}"
+    )
     assert result.returncode == 1
     assert "run `alembic upgrade head`" in result.stderr
     assert not target.exists()
@@ -92,8 +113,12 @@ def test_copy_refuses_a_source_behind_the_latest_revision(project, runner, tmp_p
 
 @pytest.mark.sqlite_only
 def test_copy_hides_passwords_in_errors(project, runner, source_url):
-    result = runner(project / "run.py", "copy", source_url,
-                    "postgresql+psycopg://someone:s3cret@127.0.0.1:1/blog")
+    result = runner(
+        project / "run.py",
+        "copy",
+        source_url,
+        "postgresql+psycopg://someone:s3cret@127.0.0.1:1/blog",
+    )
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert "s3cret" not in result.stderr

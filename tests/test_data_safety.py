@@ -28,8 +28,11 @@ def files_beside(db):
     """The database and what lies beside it, but for its own -wal and -shm,
     which are there while any connection (the test's too) has it open."""
     own = {f"{db.name}-wal", f"{db.name}-shm"}
-    return sorted(path.name for path in db.parent.iterdir()
-                  if path.name.startswith(db.name) and path.name not in own)
+    return sorted(
+        path.name
+        for path in db.parent.iterdir()
+        if path.name.startswith(db.name) and path.name not in own
+    )
 
 
 def add_accounts(db):
@@ -37,10 +40,14 @@ def add_accounts(db):
     with closing(sqlite3.connect(db)) as connection, connection:
         for name in ("alice", "bob"):
             user = connection.execute(
-                "INSERT INTO user (username, password_hash, created) "
-                "VALUES (?, ?, '2024-01-01')", (name, PASSWORD_HASH)).lastrowid
-            connection.execute("INSERT INTO post (title, body, created, author_id) "
-                               "VALUES (?, 'text', '2024-01-02', ?)", (f"{name}'s post", user))
+                "INSERT INTO user (username, password_hash, created) VALUES (?, ?, '2024-01-01')",
+                (name, PASSWORD_HASH),
+            ).lastrowid
+            connection.execute(
+                "INSERT INTO post (title, body, created, author_id) "
+                "VALUES (?, 'text', '2024-01-02', ?)",
+                (f"{name}'s post", user),
+            )
 
 
 @pytest.fixture
@@ -53,8 +60,9 @@ def blog_with_accounts(project, runner):
     return db
 
 
-def test_downgrade_backs_up_accounts_and_restore_brings_them_back(blog_with_accounts, project,
-                                                                 runner):
+def test_downgrade_backs_up_accounts_and_restore_brings_them_back(
+    blog_with_accounts, project, runner
+):
     db = blog_with_accounts
     engine = create_engine(f"sqlite:///{db}")
     before = rows(engine)
@@ -62,8 +70,10 @@ def test_downgrade_backs_up_accounts_and_restore_brings_them_back(blog_with_acco
     result = alembic(runner, project, "downgrade", "base")
     assert result.returncode == 0, result.stderr
     backup = project / "blog.db.bak"
-    assert f"Backed up {db} to {backup}; `python run.py restore {backup}` puts it back" \
+    assert (
+        f"Backed up {db} to {backup}; `python run.py restore {backup}` puts it back"
         in result.stderr
+    )
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
     assert rows(create_engine(f"sqlite:///{backup}")) == before
     assert files_beside(db) == ["blog.db", "blog.db.bak"]  # one file, no -wal beside it
@@ -80,8 +90,9 @@ def test_downgrade_backs_up_accounts_and_restore_brings_them_back(blog_with_acco
     client = create_app({"DATABASE_URL": f"sqlite:///{db}", "SECRET_KEY": "test"}).test_client()
     page = client.get("/auth/login").get_data(as_text=True)
     token = page.split('name="csrf_token" value="')[1].split('"')[0]
-    login = client.post("/auth/login", data={"username": "alice", "password": PASSWORD,
-                                             "csrf_token": token})
+    login = client.post(
+        "/auth/login", data={"username": "alice", "password": PASSWORD, "csrf_token": token}
+    )
     assert login.status_code == 302
     assert "alice&#39;s post" in client.get("/users/alice").get_data(as_text=True)
 
@@ -104,9 +115,11 @@ def test_downgrade_that_would_drop_data(app, backend, database_url, project, run
         return
     # A server's data is the server's to dump: refuse before changing anything.
     assert result.returncode != 0
-    assert ("FAILED: this downgrade would drop column post.author_id (set in 1 rows); take a "
-            "dump of the database first, then run again with "
-            "`alembic -x drop_data=yes downgrade ...`") in result.stdout
+    assert (
+        "FAILED: this downgrade would drop column post.author_id (set in 1 rows); take a "
+        "dump of the database first, then run again with "
+        "`alembic -x drop_data=yes downgrade ...`"
+    ) in result.stdout
     assert state(engine) == before
     assert alembic(runner, project, "downgrade", "base", env=env).returncode != 0
     assert state(engine) == before
@@ -124,8 +137,9 @@ def test_downgrade_with_nothing_to_lose_just_runs(backend, database_url, project
     assert current_revision(create_engine(database_url)) is None
 
 
-@pytest.mark.parametrize("args", [["restore", "no-such.db"], ["restore", "not-a-database"],
-                                  ["restore", "blog.db"]])
+@pytest.mark.parametrize(
+    "args", [["restore", "no-such.db"], ["restore", "not-a-database"], ["restore", "blog.db"]]
+)
 def test_restore_refuses_what_is_not_a_backup(blog_with_accounts, project, runner, args):
     (project / "not-a-database").write_text("my shopping list\n")
     before = state(create_engine(f"sqlite:///{blog_with_accounts}"))
@@ -141,8 +155,11 @@ def small_disk(tmp_path):
     """A 4 MiB filesystem of the test's own, to run out of space on."""
     mount_point = tmp_path / "small"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mount_point],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mount_point],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small filesystem here: {mounted.stderr.strip()}")
     yield mount_point
@@ -200,8 +217,11 @@ def test_upgrade_on_a_full_disk(small_disk, project, runner):
     assert_refused_for_lack_of_space(result, db, before)
 
 
-@pytest.mark.parametrize("make", [os.mkfifo, lambda path: os.mknod(
-    path, stat.S_IFCHR | 0o666, os.makedev(1, 3)), os.mkdir], ids=["fifo", "device", "folder"])
+@pytest.mark.parametrize(
+    "make",
+    [os.mkfifo, lambda path: os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3)), os.mkdir],
+    ids=["fifo", "device", "folder"],
+)
 @pytest.mark.parametrize("command", [["init"], [], ["restore", "blog.db.bak"]])
 def test_a_path_that_is_not_a_regular_file(project, runner, tmp_path, make, command):
     odd = tmp_path / "odd"
@@ -219,8 +239,12 @@ def test_a_path_that_is_not_a_regular_file(project, runner, tmp_path, make, comm
 def read_only_blog(blog_with_accounts):
     """blog.db on a read-only bind mount of itself; its folder stays writable."""
     db = blog_with_accounts
-    mounted = subprocess.run(f"mount --bind {db} {db} && mount -o remount,bind,ro {db}",
-                             shell=True, capture_output=True, text=True)
+    mounted = subprocess.run(
+        f"mount --bind {db} {db} && mount -o remount,bind,ro {db}",
+        shell=True,
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot make a read-only file here: {mounted.stderr.strip()}")
     yield db
@@ -247,7 +271,9 @@ def test_a_killed_downgrade_leaves_the_old_or_the_new_revision(project, runner, 
 
     migration = subprocess.Popen(
         [sys.executable, "-m", "alembic", "-c", project / "alembic.ini", "downgrade", "-1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(after)
     migration.send_signal(signal.SIGKILL)
     migration.wait()
@@ -267,8 +293,12 @@ def test_a_killed_downgrade_leaves_the_old_or_the_new_revision(project, runner, 
 def sqlite_schema(db):
     """Every table and index as SQLite keeps its CREATE statement, spacing aside."""
     with closing(sqlite3.connect(db)) as connection:
-        return {name: " ".join(sql.split()) for name, sql in connection.execute(
-            "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL")}
+        return {
+            name: " ".join(sql.split())
+            for name, sql in connection.execute(
+                "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL"
+            )
+        }
 
 
 def page_count(db):
@@ -293,14 +323,12 @@ def blog_with_authors(request, project, runner):
 def test_init_writes_the_schema_the_revisions_build(project, runner, tmp_path):
     migrated = tmp_path / "migrated.db"
     make_legacy_blog(migrated)
-    alembic(runner, project, "upgrade", "head",
-            env={"BLOG_DATABASE_URL": f"sqlite:///{migrated}"})
+    alembic(runner, project, "upgrade", "head", env={"BLOG_DATABASE_URL": f"sqlite:///{migrated}"})
     assert runner(project / "run.py", "init").returncode == 0
     assert sqlite_schema(project / "blog.db") == sqlite_schema(migrated)
 
 
-def test_downgrade_drops_the_author_without_copying_the_posts(blog_with_authors, project,
-                                                            runner):
+def test_downgrade_drops_the_author_without_copying_the_posts(blog_with_authors, project, runner):
     db = blog_with_authors
     pages, titles_before = page_count(db), titles(db)
     result = alembic(runner, project, "downgrade", "-1")
@@ -331,6 +359,8 @@ def test_downgrade_copies_the_posts_when_a_table_constraint_names_the_author(pro
     titles_before = titles(db)
     result = alembic(runner, project, "downgrade", "-1")
     assert result.returncode == 0, result.stderr
-    assert ("a table-level FOREIGN KEY names post.author_id: copying the post table without it"
-            in result.stderr)
+    assert (
+        "a table-level FOREIGN KEY names post.author_id: copying the post table without it"
+        in result.stderr
+    )
     assert titles(db) == titles_before

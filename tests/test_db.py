@@ -3,7 +3,6 @@ import time
 from contextlib import closing
 
 import pytest
-
 from alembic import command
 from sqlalchemy import create_engine, func, select
 
@@ -20,8 +19,10 @@ def test_database_mid_migration_gives_503_and_writes_nothing(app, client, auth, 
     token = auth.csrf_token()
     command.downgrade(alembic_cfg, "-1")  # the blog's code now expects a column that is gone
 
-    for response in (client.get("/"),
-                     client.post("/create", data={"title": "t", "body": "b", "csrf_token": token})):
+    for response in (
+        client.get("/"),
+        client.post("/create", data={"title": "t", "body": "b", "csrf_token": token}),
+    ):
         assert response.status_code == 503
         assert response.headers["Retry-After"] == "1"
         assert "The database is busy" in response.get_data(as_text=True)
@@ -58,15 +59,19 @@ def test_init_backs_up_sqlite_but_never_drops_a_servers_tables(app, backend):
         assert rows(create_engine(f"sqlite:///{backup}"))["post"] == before["post"]
         assert rows(engine)["post"] == []
     else:
-        with pytest.raises(DatabaseProblem, match=r"already has tables \(alembic_version, post, "
-                                                  r"user\); drop them yourself after a backup"):
+        with pytest.raises(
+            DatabaseProblem,
+            match=r"already has tables \(alembic_version, post, "
+            r"user\); drop them yourself after a backup",
+        ):
             init_db(engine, migration_scripts(app))
         assert rows(engine) == before
 
 
 @pytest.mark.sqlite_only
-def test_readers_are_served_while_another_connection_holds_the_write_lock(app, client, auth,
-                                                                        database_url):
+def test_readers_are_served_while_another_connection_holds_the_write_lock(
+    app, client, auth, database_url
+):
     path = database_url.removeprefix("sqlite:///")
     with closing(sqlite3.connect(path, isolation_level=None)) as writer:
         assert writer.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -81,8 +86,9 @@ def test_readers_are_served_while_another_connection_holds_the_write_lock(app, c
 
 
 @pytest.mark.sqlite_only
-def test_login_checks_the_password_without_holding_the_write_lock(app, client, auth,
-                                                                  database_url, monkeypatch):
+def test_login_checks_the_password_without_holding_the_write_lock(
+    app, client, auth, database_url, monkeypatch
+):
     path = database_url.removeprefix("sqlite:///")
     seen = []
 

@@ -1,4 +1,5 @@
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -31,7 +32,7 @@ def test_history_has_exactly_one_head(alembic_cfg):
 
 def test_revisions_import_nothing_from_the_blog(alembic_cfg):
     for revision in REVISIONS:
-        source = open(revision.path).read()
+        source = Path(revision.path).read_text()
         assert "import blog" not in source and "from blog" not in source
 
 
@@ -91,7 +92,7 @@ def test_new_revision_follows_the_head(project, runner):
     assert new.doc == "Add tags to posts"
     assert new.down_revision == head
     assert new.path.endswith("_add_tags_to_posts.py")
-    source = open(new.path).read()
+    source = Path(new.path).read_text()
     assert "def upgrade() -> None:" in source and "def downgrade() -> None:" in source
 
 
@@ -122,16 +123,28 @@ def test_add_author_keeps_posts_and_users(alembic_cfg, legacy_db):
 
     user, post = reflected(legacy_db, "user"), reflected(legacy_db, "post")
     with legacy_db.begin() as connection:
-        connection.execute(user.insert(), {"id": 1, "username": "alice", "password_hash": "hash",
-                                           "created": datetime(2024, 1, 1)})
-        connection.execute(post.insert(), {"title": "By Alice", "body": "Hers.",
-                                           "created": datetime(2024, 1, 2), "author_id": 1})
+        connection.execute(
+            user.insert(),
+            {
+                "id": 1,
+                "username": "alice",
+                "password_hash": "hash",
+                "created": datetime(2024, 1, 1),
+            },
+        )
+        connection.execute(
+            post.insert(),
+            {"title": "By Alice", "body": "Hers.", "created": datetime(2024, 1, 2), "author_id": 1},
+        )
         users = connection.execute(select(user)).all()
     posts = legacy_columns(legacy_db)
 
     command.downgrade(alembic_cfg, "-1")
     assert [c["name"] for c in inspect(legacy_db).get_columns("post")] == [
-        "id", "title", "body", "created"
+        "id",
+        "title",
+        "body",
+        "created",
     ]
     assert inspect(legacy_db).get_indexes("post") == []
     assert legacy_columns(legacy_db) == posts
@@ -158,8 +171,11 @@ def test_add_author_does_not_copy_the_post_table_on_sqlite(alembic_cfg, legacy_d
 def test_blog_enforces_foreign_keys(app):
     with app.app_context():
         db = get_db()
-        db.add(Post(title="Orphan", body="No such author.", author_id=999,
-                    created=datetime(2024, 1, 1)))
+        db.add(
+            Post(
+                title="Orphan", body="No such author.", author_id=999, created=datetime(2024, 1, 1)
+            )
+        )
         with pytest.raises(IntegrityError):
             db.commit()
         db.rollback()

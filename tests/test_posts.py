@@ -12,11 +12,18 @@ from .conftest import count_rows
 def add_posts(app, count, author_id=None):
     with app.app_context():
         db = get_db()
-        db.execute(insert(Post), [
-            {"title": f"Post {n}", "body": f"Body {n}", "author_id": author_id,
-             "created": datetime(2022, 1, 1)}
-            for n in range(count)
-        ])
+        db.execute(
+            insert(Post),
+            [
+                {
+                    "title": f"Post {n}",
+                    "body": f"Body {n}",
+                    "author_id": author_id,
+                    "created": datetime(2022, 1, 1),
+                }
+                for n in range(count)
+            ],
+        )
         db.commit()
 
 
@@ -68,9 +75,20 @@ def test_post_written_before_accounts_shows_no_author(client):
     assert "unknown author" in page
 
 
-@pytest.mark.parametrize("path", ["/post/99", f"/post/{2**31}", "/post/abc", "/post/0", "/post/-1",
-                                  f"/post/{2**63}", "/post/" + "9" * 5000, "/post/1.0",
-                                  "/users/nobody"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/post/99",
+        f"/post/{2**31}",
+        "/post/abc",
+        "/post/0",
+        "/post/-1",
+        f"/post/{2**63}",
+        "/post/" + "9" * 5000,
+        "/post/1.0",
+        "/users/nobody",
+    ],
+)
 def test_missing_or_malformed_id_is_404(client, path):
     response = client.get(path)
     assert response.status_code == 404
@@ -151,14 +169,17 @@ def test_changing_a_missing_post_is_404(auth, path):
     assert auth.post(path, {"title": "t", "body": "b"}).status_code == 404
 
 
-@pytest.mark.parametrize(("title", "body", "message"), [
-    ("", "body", "Title is required."),
-    ("   ", "body", "Title is required."),
-    ("x" * 201, "body", "Title must be at most 200 characters long."),
-    ("title", "", "Body is required."),
-    ("title", " \n ", "Body is required."),
-    ("title", "é" * 32_768, "Body must be at most 65,535 bytes long in UTF-8."),
-])
+@pytest.mark.parametrize(
+    ("title", "body", "message"),
+    [
+        ("", "body", "Title is required."),
+        ("   ", "body", "Title is required."),
+        ("x" * 201, "body", "Title must be at most 200 characters long."),
+        ("title", "", "Body is required."),
+        ("title", " \n ", "Body is required."),
+        ("title", "é" * 32_768, "Body must be at most 65,535 bytes long in UTF-8."),
+    ],
+)
 @pytest.mark.parametrize("path", ["/create", "/post/2/update"])
 def test_post_validation(app, auth, path, title, body, message):
     auth.login()
@@ -213,13 +234,29 @@ def test_statements_per_page_do_not_grow_with_posts_or_authors(app, client, auth
     app.config["POSTS_PER_PAGE"] = 50
     with app.app_context():
         db = get_db()
-        db.execute(insert(User), [{"username": f"author{n}", "password_hash": "x"}
-                                  for n in range(40)])
+        db.execute(
+            insert(User), [{"username": f"author{n}", "password_hash": "x"} for n in range(40)]
+        )
         authors = db.scalars(select(User.id)).all()
-        db.execute(insert(Post), [{"title": f"t{n}", "body": "b", "author_id": authors[n % 40],
-                                   "created": datetime(2023, 1, 1)} for n in range(100)])
-        db.execute(insert(Post), [{"title": f"mine {n}", "body": "b", "author_id": 1,
-                                   "created": datetime(2023, 1, 1)} for n in range(60)])
+        db.execute(
+            insert(Post),
+            [
+                {
+                    "title": f"t{n}",
+                    "body": "b",
+                    "author_id": authors[n % 40],
+                    "created": datetime(2023, 1, 1),
+                }
+                for n in range(100)
+            ],
+        )
+        db.execute(
+            insert(Post),
+            [
+                {"title": f"mine {n}", "body": "b", "author_id": 1, "created": datetime(2023, 1, 1)}
+                for n in range(60)
+            ],
+        )
         db.commit()
 
     assert count_statements(app, client, path) == few

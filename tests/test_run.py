@@ -13,8 +13,9 @@ from sqlalchemy import create_engine
 
 from .legacy import make_legacy_database
 
-LEGACY_POSTS = [{"title": "Old post", "body": "From before migrations.",
-                 "created": datetime(2020, 1, 1)}]
+LEGACY_POSTS = [
+    {"title": "Old post", "body": "From before migrations.", "created": datetime(2020, 1, 1)}
+]
 
 
 def make_legacy_blog(path):
@@ -56,8 +57,9 @@ def test_init_backs_up_an_existing_database_and_never_overwrites_a_backup(projec
     assert titles(project / "blog.db.bak") == ["Old post"]
     assert titles(db) == []
 
-    sqlite3.connect(db).execute("INSERT INTO post (title, body, created) "
-                                "VALUES ('Newer', 'b', '2024-01-01')").connection.commit()
+    sqlite3.connect(db).execute(
+        "INSERT INTO post (title, body, created) VALUES ('Newer', 'b', '2024-01-01')"
+    ).connection.commit()
     second = runner(project / "run.py", "init")
     assert f"Backed up the old database to {project / 'blog.db.bak.1'}" in second.stdout
     assert titles(project / "blog.db.bak") == ["Old post"]
@@ -74,11 +76,14 @@ def test_init_refuses_a_file_that_is_not_a_database(project, runner):
     assert not (project / "blog.db.bak").exists()
 
 
-@pytest.mark.parametrize(("prepare", "message"), [
-    (lambda db: None, "does not exist; run `python run.py init`"),
-    (make_legacy_blog, "has no migration revision"),
-    (lambda db: db.write_bytes(b""), "has no blog tables; run `python run.py init`"),
-])
+@pytest.mark.parametrize(
+    ("prepare", "message"),
+    [
+        (lambda db: None, "does not exist; run `python run.py init`"),
+        (make_legacy_blog, "has no migration revision"),
+        (lambda db: db.write_bytes(b""), "has no blog tables; run `python run.py init`"),
+    ],
+)
 def test_serve_refuses_a_database_it_cannot_use(project, runner, prepare, message):
     prepare(project / "blog.db")
     result = runner(project / "run.py")
@@ -121,8 +126,9 @@ def test_blog_and_alembic_use_the_same_file_from_any_folder(project, runner, tmp
     elsewhere.mkdir(parents=True)
     make_legacy_blog(project / "blog.db")
 
-    upgrade = runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head",
-                     cwd=elsewhere)
+    upgrade = runner(
+        "-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head", cwd=elsewhere
+    )
     assert upgrade.returncode == 0, upgrade.stderr
     assert len(version(project / "blog.db")) == 1
     assert list(elsewhere.iterdir()) == []  # no stray blog.db beside the user
@@ -138,8 +144,12 @@ def test_blog_database_url_overrides_alembic_ini_for_both(project, runner, tmp_p
 
     refused = runner(project / "run.py", env=env)
     assert "has no migration revision" in refused.stderr  # it looked at other.db
-    assert runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head",
-                  env=env).returncode == 0
+    assert (
+        runner(
+            "-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head", env=env
+        ).returncode
+        == 0
+    )
     assert len(version(other)) == 1
     init = runner(project / "run.py", "init", env=env)
     assert f"Backed up the old database to {other}.bak" in init.stdout
@@ -179,9 +189,12 @@ def serve(project, *options):
     port = free_port()
     with open(project / "server.log", "w") as log:
         # A session of its own: --debug's reloader serves from a child process.
-        server = subprocess.Popen([sys.executable, project / "run.py", "--port", str(port),
-                                   *options], stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            [sys.executable, project / "run.py", "--port", str(port), *options],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         page = wait_for_page(f"http://127.0.0.1:{port}/")
     finally:

@@ -12,13 +12,16 @@ def counts(app):
 
 
 @pytest.mark.parametrize("token", [None, "", "forged", "x" * 43])
-@pytest.mark.parametrize(("path", "data"), [
-    ("/auth/register", {"username": "mallory", "password": "a good password"}),
-    ("/create", {"title": "t", "body": "b"}),
-    ("/post/2/update", {"title": "t", "body": "b"}),
-    ("/post/2/delete", {}),
-    ("/auth/logout", {}),
-])
+@pytest.mark.parametrize(
+    ("path", "data"),
+    [
+        ("/auth/register", {"username": "mallory", "password": "a good password"}),
+        ("/create", {"title": "t", "body": "b"}),
+        ("/post/2/update", {"title": "t", "body": "b"}),
+        ("/post/2/delete", {}),
+        ("/auth/logout", {}),
+    ],
+)
 def test_form_without_a_valid_csrf_token_is_refused(app, client, auth, path, data, token):
     auth.login()
     before = counts(app)
@@ -37,8 +40,7 @@ def test_form_without_a_valid_csrf_token_is_refused(app, client, auth, path, dat
 def test_csrf_token_of_another_session_is_refused(app, client, auth):
     other_token = AuthActions(app.test_client()).csrf_token()
     auth.login()
-    response = client.post("/create", data={"title": "t", "body": "b",
-                                            "csrf_token": other_token})
+    response = client.post("/create", data={"title": "t", "body": "b", "csrf_token": other_token})
     assert response.status_code == 400
 
 

@@ -6,8 +6,8 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -37,9 +37,12 @@ def served_blog(project, runner, blog_env):
     port = free_port()
     # A file, not a pipe: nobody reads the request log while the test runs.
     with open(project / "server.log", "w") as log:
-        server = subprocess.Popen([sys.executable, project / "run.py", "--port", str(port)],
-                                  stdout=log, stderr=subprocess.STDOUT,
-                                  env={**os.environ, **blog_env})
+        server = subprocess.Popen(
+            [sys.executable, project / "run.py", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **blog_env},
+        )
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_for_page(base_url + "/")
@@ -123,8 +126,7 @@ def test_readers_and_writers_through_a_migration(served_blog, project, runner, b
         go_ahead = [] if not blog_env else ["-x", "drop_data=yes"]
         for args in ([*go_ahead, "downgrade", "-1"], ["upgrade", "head"]):
             for _ in range(3):
-                result = runner("-m", "alembic", "-c", project / "alembic.ini", *args,
-                                env=blog_env)
+                result = runner("-m", "alembic", "-c", project / "alembic.ini", *args, env=blog_env)
                 # PostgreSQL may end the migration rather than a writer to break a
                 # deadlock; it rolls back whole, and the README says to run it again.
                 if "deadlock detected" not in result.stdout:
@@ -137,8 +139,7 @@ def test_readers_and_writers_through_a_migration(served_blog, project, runner, b
     assert statuses <= {302, 503}, statuses  # never a 500
     assert set(crowd.reads) <= {200, 503}, set(crowd.reads)
     assert crowd.reads.count(200) > 0
-    assert all(retry_after == "1" for status, retry_after in crowd.responses
-               if status == 503)
+    assert all(retry_after == "1" for status, retry_after in crowd.responses if status == 503)
     assert any(when > migrated for _, when in crowd.acknowledged)
     stored = stored_titles(blog_env.get("BLOG_DATABASE_URL", f"sqlite:///{project / 'blog.db'}"))
     assert {title for title, _ in crowd.acknowledged} <= stored
@@ -165,7 +166,8 @@ def add_posts(path, count):
     with sqlite3.connect(path) as connection:
         connection.executemany(
             "INSERT INTO post (title, body, created) VALUES (?, ?, '2024-01-01')",
-            ((f"filler {i}", "x" * 500) for i in range(count)))
+            ((f"filler {i}", "x" * 500) for i in range(count)),
+        )
 
 
 def backups(project):

@@ -18,7 +18,8 @@ class Browser:
     def __init__(self, base_url):
         self.base_url = base_url
         self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), NoRedirect())
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), NoRedirect()
+        )
         self.token = None
 
     def request(self, path, form=None):

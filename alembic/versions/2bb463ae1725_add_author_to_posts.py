@@ -8,19 +8,19 @@ Revises: c0fc45dc5ca6
 Create Date: 2026-11-24 17:55:40.099845
 
 """
+
 import logging
 import sqlite3
-from typing import Sequence, Union
+from collections.abc import Sequence
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
-revision: str = '2bb463ae1725'
-down_revision: Union[str, Sequence[str], None] = 'c0fc45dc5ca6'
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+revision: str = "2bb463ae1725"
+down_revision: str | Sequence[str] | None = "c0fc45dc5ca6"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
@@ -70,13 +70,17 @@ def drops_author_in_place() -> bool:
     elif op.get_context().as_sql:
         return True
     else:
-        table_sql = op.get_bind().exec_driver_sql(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'post'").scalar()
+        table_sql = (
+            op.get_bind()
+            .exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'post'")
+            .scalar()
+        )
         if "FOREIGN KEY" not in table_sql.upper():
             return True
         reason = "a table-level FOREIGN KEY names post.author_id"
     logging.getLogger("alembic.env").info(
-        "%s: copying the post table without it (batch mode)", reason)
+        "%s: copying the post table without it (batch mode)", reason
+    )
     return False
 
 

@@ -4,21 +4,21 @@ The blog's models gained a User class. This revision adds its table to a
 database that already holds posts, leaving the posts as they are.
 
 Revision ID: c0fc45dc5ca6
-Revises: 
+Revises:
 Create Date: 2026-11-24 17:55:30.904227
 
 """
-from typing import Sequence, Union
 
-from alembic import op
+from collections.abc import Sequence
+
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
-revision: str = 'c0fc45dc5ca6'
-down_revision: Union[str, Sequence[str], None] = None
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+revision: str = "c0fc45dc5ca6"
+down_revision: str | Sequence[str] | None = None
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

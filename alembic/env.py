@@ -16,12 +16,14 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     literal_column,
     make_url,
     pool,
     select,
     table,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 # this is the Alembic Config object, which provides
@@ -37,7 +39,9 @@ if config.config_file_name is not None:
 # for 'autogenerate' support
 # from myapp import mymodel
 # target_metadata = mymodel.Base.metadata
-target_metadata = None
+# env.py never imports the blog; a caller that compares the models with the
+# database (pytest-alembic, `python run.py check`) passes their metadata.
+target_metadata = config.attributes.get("target_metadata")
 
 # other values from the config, defined by the needs of env.py,
 # can be acquired:
@@ -46,8 +50,11 @@ target_metadata = None
 
 # BLOG_DATABASE_URL points the blog and its migrations at another database.
 url = os.environ.get("BLOG_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
-# SQLite's DDL is transactional once BEGIN is ours (see run_migrations_online).
-transactional_ddl = True if make_url(url).get_backend_name() == "sqlite" else None
+
+
+def transactional_ddl(backend_name: str) -> bool | None:
+    # SQLite's DDL is transactional once BEGIN is ours (see run_migrations_online).
+    return True if backend_name == "sqlite" else None
 
 
 def run_migrations_offline() -> None:
@@ -67,7 +74,7 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
-        transactional_ddl=transactional_ddl,
+        transactional_ddl=transactional_ddl(make_url(url).get_backend_name()),
     )
 
     with context.begin_transaction():
@@ -81,37 +88,30 @@ def run_migrations_online() -> None:
     and associate a connection with the context.
 
     """
-    connectable = create_engine(url, poolclass=pool.NullPool)
-
-    if connectable.dialect.name == "sqlite":
-        database = connectable.url.database
-        # Connecting would create an empty file that no revision can upgrade.
-        if not database or not os.path.isfile(database):
-            raise CommandError(f"{database} does not exist; create it with `python run.py init`")
-        # pysqlite runs DDL outside any transaction; emit BEGIN ourselves so
-        # that a failing migration rolls back whole (SQLAlchemy's pysqlite docs).
-        # IMMEDIATE takes the write lock first, waiting for the blog's writers.
-        event.listen(connectable, "connect", _configure_sqlite)
-        event.listen(connectable, "begin", _begin_immediate)
+    # A caller may share its own connection or engine (the Alembic cookbook's
+    # "Sharing a Connection"); pytest-alembic does.
+    connectable = config.attributes.get("connection")
+    if connectable is None:
+        connectable = create_engine(url, poolclass=pool.NullPool)
+        if connectable.dialect.name == "sqlite":
+            database = connectable.url.database
+            # Connecting would create an empty file that no revision can upgrade.
+            if not database or not os.path.isfile(database):
+                raise CommandError(
+                    f"{database} does not exist; create it with `python run.py init`"
+                )
+            # pysqlite runs DDL outside any transaction; emit BEGIN ourselves so
+            # that a failing migration rolls back whole (SQLAlchemy's pysqlite docs).
+            # IMMEDIATE takes the write lock first, waiting for the blog's writers.
+            event.listen(connectable, "connect", _configure_sqlite)
+            event.listen(connectable, "begin", _begin_immediate)
 
     try:
-        with connectable.connect() as connection:
-            context.configure(
-                connection=connection,
-                target_metadata=target_metadata,
-                transactional_ddl=transactional_ddl,
-            )
-
-            backup = None
-            try:
-                with context.begin_transaction():
-                    # Nothing the blog holds is dropped without a copy of it.
-                    backup = safeguard_downgrades(connection)
-                    context.run_migrations()
-            except BaseException:
-                if backup:
-                    os.remove(backup)  # the database is as it was: the copy adds nothing
-                raise
+        if isinstance(connectable, Connection):
+            do_run_migrations(connectable)
+        else:
+            with connectable.connect() as connection:
+                do_run_migrations(connection)
     except DBAPIError as error:
         # A failure in batch mode's clean-up hides the one that set it off
         # ("database or disk is full"): report the first.
@@ -121,7 +121,27 @@ def run_migrations_online() -> None:
         if getattr(error.orig, "sqlite_errorname", None) == "SQLITE_IOERR_SHMSIZE":
             reason = "database or disk is full (no room for the -shm file)"
         # One line, not a traceback (--raiseerr shows that): "file is not a database".
-        raise CommandError(f"{reason} ({connectable.url.render_as_string()})") from error
+        raise CommandError(f"{reason} ({connectable.engine.url.render_as_string()})") from error
+
+
+def do_run_migrations(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        transactional_ddl=transactional_ddl(connection.dialect.name),
+    )
+
+    backup = None
+    try:
+        with context.begin_transaction():
+            refuse_a_database_without_the_blog(connection)
+            # Nothing the blog holds is dropped without a copy of it.
+            backup = safeguard_downgrades(connection)
+            context.run_migrations()
+    except BaseException:
+        if backup:
+            os.remove(backup)  # the database is as it was: the copy adds nothing
+        raise
 
 
 def _configure_sqlite(dbapi_connection, connection_record) -> None:
@@ -141,22 +161,41 @@ def _begin_immediate(connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def planned_steps() -> list[RevisionStep]:
+    """The revisions the command is about to run, as MigrationContext.run_migrations
+    gets them; none for `alembic current` and its like, which only look."""
+    migration_context = context.get_context()
+    if migration_context.opts.get("dont_mutate"):
+        return []
+    steps = migration_context._migrations_fn(
+        migration_context.get_current_heads(), migration_context
+    )
+    return [step for step in steps if isinstance(step, RevisionStep)]
+
+
+def refuse_a_database_without_the_blog(connection) -> None:
+    """The first revision upgrades the blog as it was before migrations, so a
+    database without its post table has nothing to upgrade. Refuse before the
+    first revision runs: on a database server its DDL would stay behind."""
+    from_base = any(step.is_upgrade and not step.from_revisions for step in planned_steps())
+    if from_base and not inspect(connection).has_table("post"):
+        raise CommandError(
+            f"{connection.engine.url} holds no blog to upgrade (it has no post table); "
+            "create the blog at the latest revision with `python run.py init`"
+        )
+
+
 def safeguard_downgrades(connection) -> str | None:
     """Before the first downgrade() runs: back up a SQLite file (returning the
     copy's path), or refuse on a database server if the downgrade would drop
     data, unless told to go ahead."""
-    migration_context = context.get_context()
-    if migration_context.opts.get("dont_mutate"):
-        return None  # `alembic current` and its like only look
-    # The steps the command is about to run, as MigrationContext.run_migrations gets them.
-    steps = migration_context._migrations_fn(
-        migration_context.get_current_heads(), migration_context
-    )
-    downgrades = [step for step in steps if isinstance(step, RevisionStep) and not step.is_upgrade]
+    downgrades = [step for step in planned_steps() if not step.is_upgrade]
     if not downgrades:
         return None
     if connection.dialect.name == "sqlite":
-        return back_up(connection.engine.url.database)
+        database = connection.engine.url.database
+        # A database in memory (a caller's) ends with its connection: no file to copy.
+        return back_up(database) if database not in (None, "", ":memory:") else None
     losses = data_that_would_be_dropped(connection, downgrades)
     if losses and context.get_x_argument(as_dictionary=True).get("drop_data") != "yes":
         raise CommandError(

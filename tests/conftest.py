@@ -42,6 +42,7 @@ SERVER_URL_VARIABLES = {
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "sqlite_only: the test is about SQLite itself")
+    config.addinivalue_line("markers", "alembic: pytest-alembic's tests (test_migration_kit)")
 
 
 def pytest_generate_tests(metafunc):

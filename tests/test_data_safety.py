@@ -10,7 +10,7 @@ import time
 from contextlib import closing
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, inspect
 
 from blog import create_app
 
@@ -135,6 +135,21 @@ def test_downgrade_with_nothing_to_lose_just_runs(backend, database_url, project
     result = alembic(runner, project, "downgrade", "base", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert current_revision(create_engine(database_url)) is None
+
+
+def test_upgrade_on_an_empty_database_changes_nothing(backend, database_url, project, runner):
+    if backend == "sqlite":
+        sqlite3.connect(database_url.removeprefix("sqlite:///")).close()  # an empty file
+    result = alembic(runner, project, "upgrade", "head", env={"BLOG_DATABASE_URL": database_url})
+
+    assert result.returncode != 0
+    failure = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+    assert failure == [
+        f"FAILED: {create_engine(database_url).url} holds no blog to upgrade (it has no post "
+        "table); create the blog at the latest revision with `python run.py init`"
+    ]
+    # On a database server the first revision's DDL would have committed.
+    assert inspect(create_engine(database_url)).get_table_names() == []
 
 
 @pytest.mark.parametrize(

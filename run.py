@@ -1,10 +1,11 @@
-"""Serve the blog, create its database, or copy it to another database.
+"""Serve the blog, create its database, check it, or copy it to another database.
 
     python run.py                 serve the blog on http://127.0.0.1:5000 (gunicorn)
     python run.py --debug         serve it with Flask's debugger and reloader instead
     python run.py init            create the database (backing up an existing one)
     python run.py restore FILE    put a backup back (backing up the database first)
     python run.py copy FROM TO    copy users and posts between two database URLs
+    python run.py check           compare the database's tables with the models
 
 The database is alembic.ini's sqlalchemy.url, or BLOG_DATABASE_URL when set.
 """
@@ -26,6 +27,7 @@ from blog.maintenance import (
     init_db,
     migration_scripts,
     restore_db,
+    schema_differences,
 )
 
 
@@ -89,6 +91,18 @@ def serve(app, host: str, port: int, debug: bool, workers: int, threads: int) ->
     WSGIServer(create_app, server_options(host, port, workers, threads)).run()
 
 
+def check(app) -> int:
+    engine = app.extensions["db_engine"]
+    differences = schema_differences(engine)
+    for difference in differences:
+        print(difference)
+    if differences:
+        print(f"{engine.url} differs from the models in {len(differences)} ways", file=sys.stderr)
+        return 1
+    print(f"{engine.url} matches the models")
+    return 0
+
+
 def copy(app, source_url: str, target_url: str) -> None:
     source, target = create_db_engine(source_url), create_db_engine(target_url)
     copy_database(
@@ -148,16 +162,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     copy_parser.add_argument("source", metavar="FROM", help="database URL to copy from")
     copy_parser.add_argument("target", metavar="TO", help="database URL to copy into")
+    commands.add_parser(
+        "check", help="compare the database's tables with the models; exit 1 naming each difference"
+    )
     args = parser.parse_args(argv)
 
     try:
-        app = create_app()
+        # The commands create, replace or copy the database: serve() checks it.
+        app = create_app({"CHECK_DATABASE": False})
         if args.command == "init":
             init(app)
         elif args.command == "restore":
             restore(app, args.backup)
         elif args.command == "copy":
             copy(app, args.source, args.target)
+        elif args.command == "check":
+            return check(app)
         else:
             serve(app, args.host, args.port, args.debug, args.workers, args.threads)
     except DBAPIError as error:

@@ -7,6 +7,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
 from . import auth, csrf, db, posts
+from .maintenance import check_database, migration_scripts
 from .models import MAX_ID
 
 
@@ -18,9 +19,17 @@ class IdConverter(IntegerConverter):
 
 
 def create_app(test_config: dict | None = None) -> Flask:
+    """The blog, on a database at its latest revision.
+
+    Every way of starting it (python run.py, flask run, a WSGI server given
+    blog:create_app()) refuses the same way a database that is missing or not
+    migrated. CHECK_DATABASE=False is for the commands and tests that are
+    about to create the database.
+    """
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(
         ALEMBIC_INI=db.ALEMBIC_INI,
+        CHECK_DATABASE=True,
         POSTS_PER_PAGE=10,
         MAX_CONTENT_LENGTH=1024 * 1024,
         SESSION_COOKIE_HTTPONLY=True,
@@ -38,6 +47,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.url_map.converters["id"] = IdConverter
     app.register_error_handler(HTTPException, show_error)
     db.init_app(app)
+    if app.config["CHECK_DATABASE"]:
+        check_database(app.extensions["db_engine"], migration_scripts(app))
     csrf.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(posts.bp)

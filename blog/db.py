@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 from alembic.config import Config
+from click import ClickException
 from flask import current_app, g, has_request_context, request
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError
@@ -28,8 +29,11 @@ SQLITE_PRAGMAS = (
 )
 
 
-class DatabaseProblem(Exception):
-    """Something about the database that its owner must fix; the message says how."""
+class DatabaseProblem(ClickException):
+    """Something about the database that its owner must fix; the message says how.
+
+    A ClickException, so that `flask run` shows it as one line, as run.py does.
+    """
 
 
 def alembic_config(ini: Path = ALEMBIC_INI) -> Config:
@@ -40,15 +44,18 @@ def alembic_config(ini: Path = ALEMBIC_INI) -> Config:
 
 def database_url(config: Config) -> str:
     """The one setting both the blog and its migrations use."""
-    return os.environ.get("BLOG_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+    url = os.environ.get("BLOG_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise DatabaseProblem(f"{config.config_file_name} names no sqlalchemy.url")
+    return url
 
 
 def sqlite_path(url: str) -> Path | None:
     """The file behind a SQLite URL; None for a database server or memory."""
-    url = make_url(url)
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+    database = make_url(url).database
+    if make_url(url).get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
         return None
-    return Path(url.database).resolve()
+    return Path(database).resolve()
 
 
 def create_db_engine(url: str) -> Engine:

@@ -8,9 +8,10 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
+from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, MetaData, func, inspect, select, text
+from sqlalchemy import Column, Engine, MetaData, func, inspect, select, text
 
 from .db import DatabaseProblem, alembic_config, sqlite_path
 from .models import Base
@@ -137,6 +138,7 @@ def restore_db(engine: Engine, source: Path) -> Path | None:
     try:
         with engine.connect() as connection:
             sqlite = connection.connection.driver_connection
+            assert sqlite is not None  # an open connection has its driver's
             # ATTACH is refused inside a transaction, so it comes before BEGIN.
             sqlite.execute("ATTACH DATABASE ? AS backup", (f"{source.as_uri()}?mode=ro",))
             try:
@@ -205,6 +207,40 @@ def check_database(engine: Engine, scripts: ScriptDirectory) -> None:
     )
 
 
+def schema_differences(engine: Engine) -> list[str]:
+    """Every way the database's tables differ from the models, in words; none when
+    they match. What `alembic revision --autogenerate` would write, as a report."""
+    path = sqlite_path(str(engine.url))
+    if path and not path.exists():
+        raise DatabaseProblem(f"{path} does not exist; run `python run.py init`")
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    # A column's changes come as a list of modify_* tuples.
+    flat = [d for group in differences for d in (group if isinstance(group, list) else [group])]
+    return [describe_difference(*difference) for difference in flat]
+
+
+def describe_difference(kind: str, *details) -> str:
+    action, _, what = kind.partition("_")
+    if action in ("add", "remove"):
+        item = details[-1]  # a Table, Column, Index or constraint
+        name = item.name or "(unnamed)"
+        if isinstance(item, Column):
+            name = f"{details[-2]}.{name}"
+        where = {
+            "add": "in the models but not in the database",
+            "remove": "in the database but not in the models",
+        }[action]
+        label = {"fk": "foreign key", "constraint": "constraint"}.get(what, what)
+        return f"{label} {name} is {where}"
+    # modify_type, modify_nullable, ...: (schema, table, column, existing, database, models)
+    _, table, column, _, in_database, in_models = details
+    return (
+        f"column {table}.{column}: {what} is {in_database} in the database, "
+        f"{in_models} in the models"
+    )
+
+
 def copy_database(
     source: Engine,
     target: Engine,
@@ -240,7 +276,7 @@ def copy_database(
                 .mappings()
                 .all()
             ):
-                writer.execute(table.insert(), rows)
+                writer.execute(table.insert(), [dict(row) for row in rows])
                 copied, last_id = copied + len(rows), rows[-1]["id"]
                 progress(f"{table.name}: copied {copied:,} of {total:,}")
             if writer.dialect.name == "postgresql":

@@ -81,6 +81,7 @@ def offline_sql(path: Path, step, revision: str) -> str:
     """What `alembic upgrade/downgrade REVISION --sql` prints."""
     config = alembic_config(path)
     quietly(step, config, revision, sql=True)
+    assert isinstance(config.output_buffer, io.StringIO)
     return config.output_buffer.getvalue()
 
 
@@ -97,7 +98,9 @@ def run_script(path: Path, sql: str) -> None:
 
 def made_by_init(legacy: Path, path: Path) -> None:
     """A database that `run.py init` made, holding the legacy file's posts."""
-    app = create_app({"DATABASE_URL": f"sqlite:///{path}", "SECRET_KEY": "benchmark"})
+    app = create_app(
+        {"DATABASE_URL": f"sqlite:///{path}", "SECRET_KEY": "benchmark", "CHECK_DATABASE": False}
+    )
     init_db(app.extensions["db_engine"], migration_scripts(app))
     app.extensions["db_engine"].dispose()
     with contextlib.closing(sqlite3.connect(path)) as connection, connection:
@@ -130,7 +133,7 @@ def migration_costs(legacy: Path, work: Path, repeat: int) -> dict:
         for backup in work.glob("scratch.db.bak*"):
             backup.unlink()
 
-    times = {
+    times: dict[str, list[float]] = {
         "upgrade": [],
         "upgrade floor": [],
         "downgrade -1": [],
@@ -219,7 +222,9 @@ def page_latencies(databases: dict[int, Path]) -> dict[int, dict[str, float]]:
     for posts, path in databases.items():
         app = create_app({"DATABASE_URL": f"sqlite:///{path}", "SECRET_KEY": "benchmark"})
         clients[posts] = (app.test_client(), pages_to_time(app, path))
-    times = {posts: {name: [] for name in pages} for posts, (_, pages) in clients.items()}
+    times: dict[int, dict[str, list[float]]] = {
+        posts: {name: [] for name in pages} for posts, (_, pages) in clients.items()
+    }
     for round_ in range(PAGE_REQUESTS + 20):
         for posts, (client, pages) in clients.items():
             for name, url in pages.items():

@@ -113,6 +113,7 @@ def app(database_url):
             "DATABASE_URL": database_url,
             "SECRET_KEY": "test",
             "POSTS_PER_PAGE": 3,
+            "CHECK_DATABASE": False,  # init_db makes it next
         }
     )
     init_db(app.extensions["db_engine"], migration_scripts(app))
@@ -158,7 +159,7 @@ def app(database_url):
 def count_rows(app, model) -> int:
     """How many rows the model's table holds, as the blog sees them."""
     with app.app_context():
-        return get_db().scalar(select(func.count()).select_from(model))
+        return get_db().execute(select(func.count()).select_from(model)).scalar_one()
 
 
 @pytest.fixture
@@ -173,7 +174,9 @@ class AuthActions:
     def csrf_token(self) -> str:
         """The token that the blog's forms carry for this client's session."""
         page = self._client.get("/auth/login").get_data(as_text=True)
-        return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert token, "the login page has no form token"
+        return token.group(1)
 
     def post(self, url, data=None, **kwargs):
         """Send a form the way a browser does, with the page's token."""

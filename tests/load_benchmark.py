@@ -71,7 +71,9 @@ TARGETS = [
 
 def build_database(path: Path) -> None:
     """A blog.db made by `run.py init`, with USERS users sharing POSTS posts."""
-    app = create_app({"DATABASE_URL": f"sqlite:///{path}", "SECRET_KEY": "benchmark"})
+    app = create_app(
+        {"DATABASE_URL": f"sqlite:///{path}", "SECRET_KEY": "benchmark", "CHECK_DATABASE": False}
+    )
     init_db(app.extensions["db_engine"], migration_scripts(app))
     app.extensions["db_engine"].dispose()
     password_hash = generate_password_hash(PASSWORD)
@@ -132,7 +134,8 @@ class Users:
     def __init__(self, base_url: str, count: int, action):
         self.base_url, self.action = base_url, action
         self.stop = threading.Event()
-        self.statuses, self.latencies = [], []
+        self.statuses: list[int] = []
+        self.latencies: list[float] = []
         self.threads = [threading.Thread(target=self.loop, args=(n,)) for n in range(count)]
 
     def loop(self, n: int) -> None:
@@ -211,7 +214,7 @@ def write_lock_held(database: Path, seconds: float):
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert process.stdout.readline().strip() == "holding"
+    assert process.stdout and process.stdout.readline().strip() == "holding"
     try:
         yield
     finally:

@@ -19,7 +19,7 @@ from .test_run import make_legacy_blog
 def source_url(tmp_path):
     """A SQLite blog at the latest revision with users, authored and ownerless posts."""
     url = f"sqlite:///{tmp_path / 'source.db'}"
-    app = create_app({"DATABASE_URL": url, "SECRET_KEY": "test"})
+    app = create_app({"DATABASE_URL": url, "SECRET_KEY": "test", "CHECK_DATABASE": False})
     init_db(app.extensions["db_engine"], migration_scripts(app))
     with app.app_context():
         db = get_db()

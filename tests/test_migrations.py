@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import MetaData, Table, inspect, select, text
+from sqlalchemy import MetaData, Table, create_engine, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from blog import create_app
@@ -103,7 +103,7 @@ def test_migrated_database_matches_the_models(alembic_cfg, legacy_db):
 
 
 def test_init_database_matches_the_models(database_url):
-    app = create_app({"DATABASE_URL": database_url, "SECRET_KEY": "test"})
+    app = create_app({"DATABASE_URL": database_url, "SECRET_KEY": "test", "CHECK_DATABASE": False})
     engine = app.extensions["db_engine"]
     init_db(engine, migration_scripts(app))
     with engine.connect() as connection:
@@ -180,3 +180,63 @@ def test_blog_enforces_foreign_keys(app):
             db.commit()
         db.rollback()
         assert db.scalars(select(Post.title).where(Post.title == "Orphan")).all() == []
+
+
+def test_check_command_finds_the_models_in_a_database_made_either_way(
+    database_url, legacy_db, project, runner
+):
+    env = {"BLOG_DATABASE_URL": database_url}
+    result = runner(project / "run.py", "check", env=env)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "table user is in the models but not in the database",
+        "column post.author_id is in the models but not in the database",
+        "index ix_post_author_id is in the models but not in the database",
+        "foreign key fk_post_author_id_user is in the models but not in the database",
+    ]
+    assert "differs from the models in 4 ways" in result.stderr
+
+    assert runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head", env=env)
+    result = runner(project / "run.py", "check", env=env)
+    assert (result.returncode, result.stdout.strip()) == (
+        0,
+        f"{legacy_db.url} matches the models",
+    )
+
+
+# A change each backend can make, and how `run.py check` names it.
+SCHEMA_CHANGE = {
+    "sqlite": (
+        "DROP INDEX ix_post_author_id",
+        "index ix_post_author_id is in the models but not in the database",
+    ),
+    "postgresql": (
+        "ALTER TABLE post ALTER COLUMN title TYPE VARCHAR(100)",
+        "column post.title: type is VARCHAR(100) in the database, VARCHAR(200) in the models",
+    ),
+    "mysql": (
+        "ALTER TABLE post MODIFY title VARCHAR(100) NOT NULL",
+        "column post.title: type is VARCHAR(100) in the database, VARCHAR(200) in the models",
+    ),
+}
+
+
+def test_check_command_names_every_difference(backend, database_url, project, runner):
+    env = {"BLOG_DATABASE_URL": database_url}
+    assert runner(project / "run.py", "init", env=env).returncode == 0
+    change, difference = SCHEMA_CHANGE[backend]
+    with create_engine(database_url).begin() as connection:
+        connection.execute(text("ALTER TABLE post ADD COLUMN tags VARCHAR(50)"))
+        connection.execute(text("CREATE TABLE comment (id INTEGER PRIMARY KEY)"))
+        connection.execute(text(change))
+    result = runner(project / "run.py", "check", env=env)
+
+    assert result.returncode == 1
+    assert sorted(result.stdout.splitlines()) == sorted(
+        [
+            "table comment is in the database but not in the models",
+            "column post.tags is in the database but not in the models",
+            difference,
+        ]
+    )
+    assert "differs from the models in 3 ways" in result.stderr

@@ -92,6 +92,40 @@ def test_serve_refuses_a_database_it_cannot_use(project, runner, prepare, messag
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+ENTRY_POINTS = {
+    "run.py": ["run.py"],
+    "flask run": ["-m", "flask", "--app", "blog", "run", "--port", "{port}"],
+    "gunicorn": [
+        "-m",
+        "gunicorn",
+        "--no-control-socket",
+        "-b",
+        "127.0.0.1:{port}",
+        "blog:create_app()",
+    ],
+}
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+@pytest.mark.parametrize(
+    ("prepare", "message"),
+    [
+        (lambda db: None, "blog.db does not exist; run `python run.py init`"),
+        (make_legacy_blog, "has no migration revision"),
+    ],
+    ids=["missing", "before migrations"],
+)
+def test_every_way_of_serving_refuses_the_same_way(project, runner, entry_point, prepare, message):
+    prepare(project / "blog.db")
+    port = str(free_port())
+    args = [arg.replace("{port}", port) for arg in ENTRY_POINTS[entry_point]]
+    result = runner(*args, cwd=project, timeout=60)
+    assert result.returncode != 0
+    assert message in result.stderr
+    if entry_point != "gunicorn":  # gunicorn logs the traceback of an app that fails to load
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_serve_refuses_a_database_behind_head(project, runner):
     make_legacy_blog(project / "blog.db")
     runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "+1")

@@ -62,7 +62,7 @@ def test_request_body_over_the_limit_is_413(app, auth):
 
 def test_secret_key_comes_from_the_environment(database_url, monkeypatch):
     monkeypatch.setenv("BLOG_SECRET_KEY", "from the environment")
-    app = create_app({"DATABASE_URL": database_url})
+    app = create_app({"DATABASE_URL": database_url, "CHECK_DATABASE": False})
     assert app.config["SECRET_KEY"] == "from the environment"
 
 

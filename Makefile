@@ -1,19 +1,29 @@
 # make run: set up, bring the database to the latest revision, serve the blog.
-# make test: set up and run the tests.
+# make test: set up and run the tests, then print how much of the blog they ran.
+# make lint: ruff (lint and format) and mypy, as CI runs them.
 # make bench: set up and run the benchmarks (a few minutes; prints tables).
 #   The load benchmark needs wrk (Debian: apt-get install wrk).
 VENV := .venv
 PYTHON := $(VENV)/bin/python
+CHECKED := blog run.py alembic tests
 
-.PHONY: run test bench clean
+.PHONY: run test lint bench clean
 
 run: $(VENV)/installed
 	@test -f blog.db || $(PYTHON) run.py init
 	$(VENV)/bin/alembic upgrade head
 	$(PYTHON) run.py
 
-test: $(VENV)/installed
-	$(PYTHON) -m pytest
+test: $(VENV)/dev-installed
+	rm -f .coverage .coverage.*
+	$(PYTHON) -m coverage run -m pytest
+	$(PYTHON) -m coverage combine --quiet
+	$(PYTHON) -m coverage report
+
+lint: $(VENV)/dev-installed
+	$(VENV)/bin/ruff check $(CHECKED)
+	$(VENV)/bin/ruff format --check $(CHECKED)
+	$(VENV)/bin/mypy
 
 bench: $(VENV)/installed
 	$(PYTHON) -m tests.benchmarks
@@ -25,5 +35,11 @@ $(VENV)/installed: requirements.txt
 	$(PYTHON) -m pip install --quiet -r requirements.txt
 	touch $@
 
+# The tests also need the database drivers, the migration test kit, coverage
+# and the browser driver; lint needs ruff and mypy.
+$(VENV)/dev-installed: $(VENV)/installed requirements-servers.txt requirements-dev.txt
+	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

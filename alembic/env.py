@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.expression import ColumnElement
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
@@ -49,7 +50,7 @@ target_metadata = config.attributes.get("target_metadata")
 # ... etc.
 
 # BLOG_DATABASE_URL points the blog and its migrations at another database.
-url = os.environ.get("BLOG_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+url = os.environ.get("BLOG_DATABASE_URL") or config.get_main_option("sqlalchemy.url", "")
 
 
 def transactional_ddl(backend_name: str) -> bool | None:
@@ -165,11 +166,10 @@ def planned_steps() -> list[RevisionStep]:
     """The revisions the command is about to run, as MigrationContext.run_migrations
     gets them; none for `alembic current` and its like, which only look."""
     migration_context = context.get_context()
-    if migration_context.opts.get("dont_mutate"):
+    migrations_fn = migration_context._migrations_fn
+    if migrations_fn is None or migration_context.opts.get("dont_mutate"):
         return []
-    steps = migration_context._migrations_fn(
-        migration_context.get_current_heads(), migration_context
-    )
+    steps = migrations_fn(migration_context.get_current_heads(), migration_context)
     return [step for step in steps if isinstance(step, RevisionStep)]
 
 
@@ -251,8 +251,8 @@ def data_that_would_be_dropped(connection, downgrades) -> list[str]:
     )
     migration_log.disabled = False
     dropped = []
-    dry_run.impl.drop_table = lambda gone, **kw: dropped.append((gone.name, None))
-    dry_run.impl.drop_column = lambda table_name, gone, **kw: dropped.append(
+    dry_run.impl.drop_table = lambda gone, **kw: dropped.append((gone.name, None))  # type: ignore[method-assign]
+    dry_run.impl.drop_column = lambda table_name, gone, **kw: dropped.append(  # type: ignore[method-assign]
         (table_name, gone.name)
     )
     with Operations.context(dry_run):
@@ -260,7 +260,7 @@ def data_that_would_be_dropped(connection, downgrades) -> list[str]:
             step.migration_fn()
     losses = []
     for table_name, column_name in dropped:
-        counted = column(column_name) if column_name else literal_column("*")
+        counted: ColumnElement = column(column_name) if column_name else literal_column("*")
         count = connection.scalar(select(func.count(counted)).select_from(table(table_name)))
         if count and column_name:
             losses.append(f"column {table_name}.{column_name} (set in {count:,} rows)")

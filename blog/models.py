@@ -61,6 +61,7 @@ class Post(Base):
 # KEY: SQLite can DROP COLUMN a column whose reference is its own, never one
 # that a table constraint names, and revision 2's downgrade drops it in place.
 for foreign_key in Post.__table__.c.author_id.foreign_keys:
+    assert foreign_key.constraint is not None  # set when the table was made
     foreign_key.constraint.ddl_if(callable_=lambda *args, dialect, **kw: dialect.name != "sqlite")
 
 

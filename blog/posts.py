@@ -1,3 +1,5 @@
+from collections.abc import Sequence
+
 from flask import (
     Blueprint,
     abort,
@@ -39,7 +41,7 @@ POST_WITH_ID = (
 )
 
 
-def page_of_posts(query: Select, **params) -> tuple[list[Post], int | None]:
+def page_of_posts(query: Select, **params) -> tuple[Sequence[Post], int | None]:
     """One page of posts from the query, and the id the next older page starts before."""
     newest = MAX_ID
     before = request.args.get("before")

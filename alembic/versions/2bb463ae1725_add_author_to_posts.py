@@ -73,7 +73,7 @@ def drops_author_in_place() -> bool:
         table_sql = (
             op.get_bind()
             .exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'post'")
-            .scalar()
+            .scalar_one()
         )
         if "FOREIGN KEY" not in table_sql.upper():
             return True

@@ -260,6 +260,8 @@ def data_that_would_be_dropped(connection, downgrades) -> list[str]:
             step.migration_fn()
     losses = []
     for table_name, column_name in dropped:
+        if column_name and is_generated(connection, table_name, column_name):
+            continue  # the database computed its values from others that stay
         counted: ColumnElement = column(column_name) if column_name else literal_column("*")
         count = connection.scalar(select(func.count(counted)).select_from(table(table_name)))
         if count and column_name:
@@ -267,6 +269,12 @@ def data_that_would_be_dropped(connection, downgrades) -> list[str]:
         elif count:
             losses.append(f"table {table_name} ({count:,} rows)")
     return losses
+
+
+
+def is_generated(connection, table_name: str, column_name: str) -> bool:
+    columns = inspect(connection).get_columns(table_name)
+    return any(c["name"] == column_name and "computed" in c for c in columns)
 
 
 if context.is_offline_mode():

@@ -11,10 +11,10 @@ from pathlib import Path
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Engine, MetaData, func, inspect, select, text
+from sqlalchemy import Column, Connection, Engine, MetaData, func, inspect, select, text
 
 from .db import DatabaseProblem, alembic_config, sqlite_path
-from .models import Base
+from .models import Base, Post, User
 
 
 def migration_scripts(app) -> ScriptDirectory:
@@ -161,8 +161,10 @@ def restore_db(engine: Engine, source: Path) -> Path | None:
                         connection.exec_driver_sql(sql)
                     for type_, name, _ in schema:
                         if type_ == "table":
+                            columns = stored_columns(connection, name)
                             connection.exec_driver_sql(
-                                f'INSERT INTO main."{name}" SELECT * FROM backup."{name}"'
+                                f'INSERT INTO main."{name}" ({columns}) '
+                                f'SELECT {columns} FROM backup."{name}"'
                             )
             finally:
                 sqlite.execute("DETACH DATABASE backup")
@@ -171,6 +173,14 @@ def restore_db(engine: Engine, source: Path) -> Path | None:
             backup.unlink()  # the database is as it was: the backup adds nothing
         raise
     return backup
+
+
+def stored_columns(connection: Connection, table: str) -> str:
+    """The backup table's columns that hold values, quoted and joined: SQLite
+    computes its generated ones (user.username_key) and refuses values for them."""
+    # table_xinfo's "hidden" is 0 for an ordinary column, 2 or 3 for a generated one.
+    columns = connection.exec_driver_sql(f'PRAGMA backup.table_xinfo("{table}")').all()
+    return ", ".join(f'"{column.name}"' for column in columns if column.hidden == 0)
 
 
 def check_database(engine: Engine, scripts: ScriptDirectory) -> None:
@@ -262,7 +272,11 @@ def copy_database(
         init_db(target, scripts)
     check_database(target, scripts)
     with source.connect() as reader, target.begin() as writer:
-        for table in Base.metadata.sorted_tables:  # users before the posts that name them
+        # Users before the posts that name them. Sessions and failed logins
+        # belong to the database they were made on: they stay behind.
+        for table in (User.__table__, Post.__table__):
+            # The database computes a generated column (user.username_key) itself.
+            columns = [column for column in table.columns if column.computed is None]
             if writer.scalar(select(func.count()).select_from(table)):
                 raise DatabaseProblem(
                     f"the target already has rows in {table.name}; copy into an empty database"
@@ -271,7 +285,10 @@ def copy_database(
             copied, last_id = 0, 0
             while (
                 rows := reader.execute(
-                    select(table).where(table.c.id > last_id).order_by(table.c.id).limit(batch_size)
+                    select(*columns)
+                    .where(table.c.id > last_id)
+                    .order_by(table.c.id)
+                    .limit(batch_size)
                 )
                 .mappings()
                 .all()

@@ -1,6 +1,6 @@
 from datetime import UTC, datetime
 
-from sqlalchemy import ForeignKey, MetaData, String, Text
+from sqlalchemy import Computed, ForeignKey, Index, MetaData, String, Text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.schema import CreateColumn
@@ -37,8 +37,44 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(USERNAME_MAX_LENGTH), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created: Mapped[datetime] = mapped_column(default=utcnow)
+    # lower(username), kept by the database: its unique index keeps "Alice"
+    # and "alice" from both registering, on every backend.
+    username_key: Mapped[str | None] = mapped_column(
+        String(USERNAME_MAX_LENGTH), Computed("lower(username)"), index=True, unique=True
+    )
 
     posts: Mapped[list["Post"]] = relationship(back_populates="author")
+    sessions: Mapped[list["UserSession"]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class UserSession(Base):
+    """A logged-in browser: its cookie holds a random token, this row its hash."""
+
+    __tablename__ = "user_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), index=True, unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="sessions")
+
+
+class LoginFailure(Base):
+    """A wrong password (or unknown name), counted by name and by address."""
+
+    __tablename__ = "login_failure"
+    __table_args__ = (
+        Index("ix_login_failure_username_key", "username_key", "created"),
+        Index("ix_login_failure_address", "address", "created"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username_key: Mapped[str] = mapped_column(String(USERNAME_MAX_LENGTH))
+    address: Mapped[str] = mapped_column(String(45))  # the longest IPv6 address
+    created: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Post(Base):
@@ -77,3 +113,13 @@ def references_inline(create: CreateColumn, compiler, **kw) -> str:
                 f" ({compiler.preparer.quote(referred.name)})"
             )
     return text
+
+
+@compiles(Computed, "postgresql")
+def stored_on_postgresql(computed: Computed, compiler, **kw) -> str:
+    # PostgreSQL indexes only STORED generated columns (revision 3 asks for
+    # STORED there too); elsewhere the database's default, VIRTUAL.
+    expression = compiler.sql_compiler.process(
+        computed.sqltext, include_table=False, literal_binds=True
+    )
+    return f"GENERATED ALWAYS AS ({expression}) STORED"

@@ -7,8 +7,9 @@ each, and prints the medians (and writes them as JSON):
 
 - `alembic upgrade head` run in-process against the raw-SQL floor: the very
   statements Alembic emits (its --sql output) run with sqlite3 in one
-  transaction, timed in the same run. Likewise `alembic downgrade -1` from
-  head (revision 2's DROP INDEX and DROP COLUMN), on the migrated database
+  transaction, timed in the same run. Likewise `alembic downgrade` from head
+  to revision 1 (revision 2's DROP INDEX and DROP COLUMN, after revision 3
+  drops its tables, empty here), on the migrated database
   and on one that `run.py init` made with the same posts; the backup that
   every SQLite downgrade takes first is timed on its own.
 - the whole `alembic upgrade head` command: wall time and peak memory (RSS).
@@ -37,12 +38,12 @@ from sqlalchemy import create_engine
 from blog import create_app
 from blog.maintenance import back_up, init_db, migration_scripts
 
-from .conftest import PROJECT
+from .conftest import PROJECT, REVISIONS
 from .legacy import make_legacy_database
 
 TARGETS = {
     "upgrade / floor at the largest size": 1.2,
-    "downgrade -1 without its backup / floor at the largest size": 1.2,
+    "downgrade to 1 without its backup / floor at the largest size": 1.2,
     "the same, on a database made by run.py init": 1.2,
     "upgrade peak memory, largest / smallest": 1.2,
     "page latency, largest / index at smallest": 1.5,
@@ -126,20 +127,21 @@ def migration_costs(legacy: Path, work: Path, repeat: int) -> dict:
     upgrade_sql = offline_sql(legacy, command.upgrade, "head")
     quietly(command.upgrade, alembic_config(upgraded), "head")
     made_by_init(legacy, initialised)
-    downgrade_sql = offline_sql(upgraded, command.downgrade, "head:-1")
+    first = REVISIONS[0].revision
+    downgrade_sql = offline_sql(upgraded, command.downgrade, f"head:{first}")
 
     def downgrade():
-        quietly(command.downgrade, alembic_config(scratch), "-1")
+        quietly(command.downgrade, alembic_config(scratch), first)
         for backup in work.glob("scratch.db.bak*"):
             backup.unlink()
 
     times: dict[str, list[float]] = {
         "upgrade": [],
         "upgrade floor": [],
-        "downgrade -1": [],
-        "downgrade -1 floor": [],
-        "downgrade -1, init-made": [],
-        "downgrade -1 floor, init-made": [],
+        "downgrade to 1": [],
+        "downgrade to 1 floor": [],
+        "downgrade to 1, init-made": [],
+        "downgrade to 1 floor, init-made": [],
         "backup": [],
     }
     scratch = work / "scratch.db"
@@ -147,13 +149,13 @@ def migration_costs(legacy: Path, work: Path, repeat: int) -> dict:
         for name, source, run in (
             ("upgrade", legacy, lambda: quietly(command.upgrade, alembic_config(scratch), "head")),
             ("upgrade floor", legacy, lambda: run_script(scratch, upgrade_sql)),
-            ("downgrade -1", upgraded, downgrade),
-            ("downgrade -1 floor", upgraded, lambda: run_script(scratch, downgrade_sql)),
-            ("downgrade -1, init-made", initialised, downgrade),
+            ("downgrade to 1", upgraded, downgrade),
+            ("downgrade to 1 floor", upgraded, lambda: run_script(scratch, downgrade_sql)),
+            ("downgrade to 1, init-made", initialised, downgrade),
             # init writes every row's author_id, even NULL, and DROP COLUMN
             # rewrites each row that holds it: a floor of its own.
             (
-                "downgrade -1 floor, init-made",
+                "downgrade to 1 floor, init-made",
                 initialised,
                 lambda: run_script(scratch, downgrade_sql),
             ),
@@ -266,10 +268,10 @@ def print_table(results: list[dict]) -> None:
         ("build legacy s", "{:.2f}"),
         ("upgrade", "{:.3f} s"),
         ("upgrade floor", "{:.3f} s"),
-        ("downgrade -1", "{:.3f} s"),
-        ("downgrade -1 floor", "{:.3f} s"),
-        ("downgrade -1, init-made", "{:.3f} s"),
-        ("downgrade -1 floor, init-made", "{:.3f} s"),
+        ("downgrade to 1", "{:.3f} s"),
+        ("downgrade to 1 floor", "{:.3f} s"),
+        ("downgrade to 1, init-made", "{:.3f} s"),
+        ("downgrade to 1 floor, init-made", "{:.3f} s"),
         ("backup", "{:.3f} s"),
         ("command wall", "{:.3f} s"),
         ("peak MiB", "{:.1f}"),
@@ -293,14 +295,14 @@ def ratios(results: list[dict]) -> dict:
     return {
         "upgrade / floor at the largest size": largest["upgrade"] / largest["upgrade floor"],
         # The downgrade's own work: what it took, less the backup it took first.
-        "downgrade -1 without its backup / floor at the largest size": (
-            largest["downgrade -1"] - largest["backup"]
+        "downgrade to 1 without its backup / floor at the largest size": (
+            largest["downgrade to 1"] - largest["backup"]
         )
-        / largest["downgrade -1 floor"],
+        / largest["downgrade to 1 floor"],
         "the same, on a database made by run.py init": (
-            largest["downgrade -1, init-made"] - largest["backup"]
+            largest["downgrade to 1, init-made"] - largest["backup"]
         )
-        / largest["downgrade -1 floor, init-made"],
+        / largest["downgrade to 1 floor, init-made"],
         "upgrade peak memory, largest / smallest": largest["peak MiB"] / smallest["peak MiB"],
         "page latency, largest / index at smallest": worst_page / smallest["index ms"],
     }

@@ -27,6 +27,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 REVISIONS = list(
     reversed(list(ScriptDirectory.from_config(Config(PROJECT / "alembic.ini")).walk_revisions()))
 )
+CREATE_USERS, ADD_AUTHOR, ADD_SESSIONS = (revision.revision for revision in REVISIONS)
 
 # What a test user types to log in; hashed once, as hashing is slow on purpose.
 PASSWORD = "correct horse"

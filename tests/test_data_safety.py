@@ -107,7 +107,9 @@ def test_downgrade_that_would_drop_data(app, backend, database_url, project, run
     engine = app.extensions["db_engine"]
     before = state(engine)
 
-    result = alembic(runner, project, "downgrade", "-1", env=env)
+    # Down to revision 1: revision 2's downgrade drops post.author_id.
+    first = REVISIONS[0].revision
+    result = alembic(runner, project, "downgrade", first, env=env)
     if backend == "sqlite":
         assert result.returncode == 0, result.stderr
         assert "Backed up" in result.stderr
@@ -124,7 +126,7 @@ def test_downgrade_that_would_drop_data(app, backend, database_url, project, run
     assert alembic(runner, project, "downgrade", "base", env=env).returncode != 0
     assert state(engine) == before
 
-    result = alembic(runner, project, "-x", "drop_data=yes", "downgrade", "-1", env=env)
+    result = alembic(runner, project, "-x", "drop_data=yes", "downgrade", first, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert current_revision(engine) == REVISIONS[0].revision
 
@@ -346,7 +348,7 @@ def test_init_writes_the_schema_the_revisions_build(project, runner, tmp_path):
 def test_downgrade_drops_the_author_without_copying_the_posts(blog_with_authors, project, runner):
     db = blog_with_authors
     pages, titles_before = page_count(db), titles(db)
-    result = alembic(runner, project, "downgrade", "-1")
+    result = alembic(runner, project, "downgrade", REVISIONS[0].revision)
     assert result.returncode == 0, result.stderr
     assert "copying the post table" not in result.stderr
     assert page_count(db) <= pages  # a copy would have doubled the table
@@ -372,7 +374,7 @@ def test_downgrade_copies_the_posts_when_a_table_constraint_names_the_author(pro
     add_posts(db, 3)
     add_accounts(db)
     titles_before = titles(db)
-    result = alembic(runner, project, "downgrade", "-1")
+    result = alembic(runner, project, "downgrade", REVISIONS[0].revision)
     assert result.returncode == 0, result.stderr
     assert (
         "a table-level FOREIGN KEY names post.author_id: copying the post table without it"

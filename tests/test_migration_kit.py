@@ -23,10 +23,8 @@ from pytest_alembic.tests.experimental import test_downgrade_leaves_no_trace  # 
 from blog.db import create_db_engine
 from blog.models import Base
 
-from .conftest import PASSWORD_HASH, REVISIONS
+from .conftest import ADD_AUTHOR, ADD_SESSIONS, CREATE_USERS, PASSWORD_HASH
 from .legacy import make_legacy_database
-
-CREATE_USERS, ADD_AUTHOR = (revision.revision for revision in REVISIONS)
 
 
 def post(title: str, **columns) -> dict:
@@ -65,9 +63,24 @@ def alembic_config(alembic_cfg):
         before_revision_data={
             CREATE_USERS: post("Still before accounts", created=datetime(2020, 6, 1)),
             ADD_AUTHOR: user(1, "early"),
+            ADD_SESSIONS: user(3, "Mixed.Case"),
         },
         at_revision_data={
             CREATE_USERS: user(2, "first"),
             ADD_AUTHOR: post("By an author", created=datetime(2021, 2, 1), author_id=1),
+            ADD_SESSIONS: [
+                {
+                    "__tablename__": "user_session",
+                    "token_hash": "0" * 64,
+                    "user_id": 3,
+                    "created": datetime(2022, 1, 1),
+                },
+                {
+                    "__tablename__": "login_failure",
+                    "username_key": "mixed.case",
+                    "address": "192.0.2.1",
+                    "created": datetime(2022, 1, 1),
+                },
+            ],
         },
     )

@@ -7,6 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import MetaData, Table, create_engine, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
@@ -15,7 +16,7 @@ from blog.db import get_db
 from blog.maintenance import init_db, migration_scripts
 from blog.models import Base, Post
 
-from .conftest import REVISIONS
+from .conftest import ADD_AUTHOR, REVISIONS
 from .legacy import legacy_post
 from .snapshot import current_revision, state
 
@@ -113,7 +114,7 @@ def test_init_database_matches_the_models(database_url):
 
 def test_add_author_keeps_posts_and_users(alembic_cfg, legacy_db):
     posts = legacy_columns(legacy_db)
-    command.upgrade(alembic_cfg, "head")
+    command.upgrade(alembic_cfg, ADD_AUTHOR)
     with legacy_db.connect() as connection:
         assert connection.execute(text("SELECT author_id FROM post")).scalars().all() == [None] * 3
     assert legacy_columns(legacy_db) == posts
@@ -188,13 +189,23 @@ def test_check_command_finds_the_models_in_a_database_made_either_way(
     env = {"BLOG_DATABASE_URL": database_url}
     result = runner(project / "run.py", "check", env=env)
     assert result.returncode == 1
-    assert result.stdout.splitlines() == [
-        "table user is in the models but not in the database",
-        "column post.author_id is in the models but not in the database",
-        "index ix_post_author_id is in the models but not in the database",
-        "foreign key fk_post_author_id_user is in the models but not in the database",
+    missing = [
+        "table user",
+        "table user_session",
+        "table login_failure",
+        "column post.author_id",
+        "index ix_post_author_id",
+        "foreign key fk_post_author_id_user",
+        "index ix_user_username_key",
+        "index ix_user_session_token_hash",
+        "index ix_user_session_user_id",
+        "index ix_login_failure_username_key",
+        "index ix_login_failure_address",
     ]
-    assert "differs from the models in 4 ways" in result.stderr
+    assert sorted(result.stdout.splitlines()) == sorted(
+        f"{what} is in the models but not in the database" for what in missing
+    )
+    assert "differs from the models in 11 ways" in result.stderr
 
     assert runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head", env=env)
     result = runner(project / "run.py", "check", env=env)
@@ -240,3 +251,43 @@ def test_check_command_names_every_difference(backend, database_url, project, ru
         ]
     )
     assert "differs from the models in 3 ways" in result.stderr
+
+
+def test_names_that_differ_only_in_case_stop_the_upgrade(alembic_cfg, legacy_db, backend):
+    command.upgrade(alembic_cfg, ADD_AUTHOR)
+    user = reflected(legacy_db, "user")
+    names = ["Alice", "bob", "ALICE", "alice"]
+    with legacy_db.begin() as connection:
+        for id, name in enumerate(names[:2], start=1):
+            connection.execute(user.insert(), account(id, name))
+    if backend == "mysql":
+        # MariaDB's case-insensitive collation refused them from the start.
+        with pytest.raises(IntegrityError), legacy_db.begin() as connection:
+            connection.execute(user.insert(), account(3, "ALICE"))
+    else:
+        with legacy_db.begin() as connection:
+            for id, name in enumerate(names[2:], start=3):
+                connection.execute(user.insert(), account(id, name))
+        before = state(legacy_db)
+        with pytest.raises(CommandError) as refusal:
+            command.upgrade(alembic_cfg, "head")
+        assert str(refusal.value).startswith(
+            "usernames that differ only in case: Alice, ALICE, alice. Rename all but one"
+        )
+        assert state(legacy_db) == before
+        with legacy_db.begin() as connection:
+            for id, name in ((3, "ALICE_B"), (4, "alice_c")):
+                connection.execute(user.update().where(user.c.id == id).values(username=name))
+
+    command.upgrade(alembic_cfg, "head")
+    with pytest.raises(IntegrityError), legacy_db.begin() as connection:
+        connection.execute(reflected(legacy_db, "user").insert(), account(9, "BOB"))
+
+
+def account(id: int, username: str) -> dict:
+    return {
+        "id": id,
+        "username": username,
+        "password_hash": "hash",
+        "created": datetime(2024, 1, 1),
+    }

@@ -14,7 +14,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Connection, Engine, MetaData, func, inspect, select, text
 
 from .db import DatabaseProblem, alembic_config, sqlite_path
-from .models import Base, Post, User
+from .models import Base
 
 
 def migration_scripts(app) -> ScriptDirectory:
@@ -274,7 +274,7 @@ def copy_database(
     with source.connect() as reader, target.begin() as writer:
         # Users before the posts that name them. Sessions and failed logins
         # belong to the database they were made on: they stay behind.
-        for table in (User.__table__, Post.__table__):
+        for table in (Base.metadata.tables["user"], Base.metadata.tables["post"]):
             # The database computes a generated column (user.username_key) itself.
             columns = [column for column in table.columns if column.computed is None]
             if writer.scalar(select(func.count()).select_from(table)):

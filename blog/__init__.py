@@ -38,9 +38,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.url_map.converters["id"] = IdConverter
     app.register_error_handler(HTTPException, show_error)
     db.init_app(app)
-    csrf.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(posts.bp)
+    # After auth's before_app_request has loaded the user: the page refusing a
+    # form (a bad token, or a body over MAX_CONTENT_LENGTH, which reading the
+    # token finds) still shows who is logged in.
+    csrf.init_app(app)
     return app
 
 

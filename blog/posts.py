@@ -69,16 +69,18 @@ def get_post(id: int, check_author: bool = True) -> Post:
     return post
 
 
-def post_form_error(title: str, body: str) -> str | None:
+def post_form_errors(title: str, body: str) -> list[str]:
+    """Everything wrong with a post's title and body, to show at once."""
+    errors = []
     if not title.strip():
-        return "Title is required."
-    if len(title) > TITLE_MAX_LENGTH:
-        return f"Title must be at most {TITLE_MAX_LENGTH} characters long."
+        errors.append("Title is required.")
+    elif len(title) > TITLE_MAX_LENGTH:
+        errors.append(f"Title must be at most {TITLE_MAX_LENGTH} characters long.")
     if not body.strip():
-        return "Body is required."
-    if len(body.encode()) > BODY_MAX_BYTES:
-        return f"Body must be at most {BODY_MAX_BYTES:,} bytes long in UTF-8."
-    return None
+        errors.append("Body is required.")
+    elif len(body.encode()) > BODY_MAX_BYTES:
+        errors.append(f"Body must be at most {BODY_MAX_BYTES:,} bytes long in UTF-8.")
+    return errors
 
 
 @bp.route("/")
@@ -107,28 +109,28 @@ def user(username: str):
     return render_template("posts/user.html", author=author, posts=posts, older=older)
 
 
-def submitted_post() -> dict[str, str] | None:
-    """The form's title and body, or None once what is wrong with them is flashed."""
-    fields = {name: request.form.get(name, "") for name in ("title", "body")}
-    error = post_form_error(**fields)
-    if error is not None:
-        flash(error)
-        return None
-    return fields
+def submitted_post() -> tuple[dict[str, str], list[str]]:
+    """The form's title and body as typed, and what is wrong with them (flashed)."""
+    form = {name: request.form.get(name, "") for name in ("title", "body")}
+    errors = post_form_errors(**form)
+    for error in errors:
+        flash(error, "error")
+    return form, errors
 
 
 @bp.route("/create", methods=("GET", "POST"))
 @login_required
 def create():
     if request.method == "GET":
-        return render_template("posts/create.html", post=None)
-    fields = submitted_post()
-    if fields is None:
-        return render_template("posts/create.html", post=None), 400
-    post = Post(**fields, author=g.user)
+        return render_template("posts/create.html", form={"title": "", "body": ""})
+    form, errors = submitted_post()
+    if errors:
+        return render_template("posts/create.html", form=form), 400
+    post = Post(**form, author=g.user)
     db = get_db()
     db.add(post)
     db.commit()
+    flash("Post created.", "success")
     return redirect(url_for("posts.detail", id=post.id))
 
 
@@ -137,12 +139,14 @@ def create():
 def update(id: int):
     post = get_post(id)
     if request.method == "GET":
-        return render_template("posts/update.html", post=post)
-    fields = submitted_post()
-    if fields is None:
-        return render_template("posts/update.html", post=post), 400
-    post.title, post.body = fields["title"], fields["body"]
+        form = {"title": post.title, "body": post.body}
+        return render_template("posts/update.html", post=post, form=form)
+    form, errors = submitted_post()
+    if errors:
+        return render_template("posts/update.html", post=post, form=form), 400
+    post.title, post.body = form["title"], form["body"]
     get_db().commit()
+    flash("Post saved.", "success")
     return redirect(url_for("posts.detail", id=post.id))
 
 
@@ -152,5 +156,5 @@ def delete(id: int):
     db = get_db()
     db.delete(get_post(id))
     db.commit()
-    flash("Post deleted.")
+    flash("Post deleted.", "success")
     return redirect(url_for("posts.index"))

@@ -1,4 +1,5 @@
 import argparse
+import html
 import os
 import re
 import shutil
@@ -6,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from datetime import datetime
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -152,6 +154,41 @@ def app(database_url):
         db.commit()
     yield app
     app.extensions["db_engine"].dispose()
+
+
+def flashes(page: str, role: str) -> list[str]:
+    """The messages a page announces: role "alert" for errors, "status" for successes."""
+    return [html.unescape(m) for m in re.findall(rf'role="{role}"[^>]*>([^<]*)<', page)]
+
+
+class FormFields(HTMLParser):
+    """The values that a page's form fields hold, by name, as a browser fills them in."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.values: dict[str, str] = {}
+        self._textarea: str | None = None
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attrs = dict(attrs)
+        if tag == "input" and attrs.get("type") not in ("hidden", "submit"):
+            self.values[attrs["name"]] = attrs.get("value") or ""
+        elif tag == "textarea":
+            self._textarea = attrs["name"]
+            self.values[self._textarea] = ""
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            self.values[self._textarea] += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "textarea":
+            self._textarea = None
+
+
+def form_fields(page: str) -> dict[str, str]:
+    return FormFields(page).values
 
 
 def count_rows(app, model) -> int:

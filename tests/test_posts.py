@@ -6,7 +6,7 @@ from sqlalchemy import event, insert, select
 from blog.db import get_db
 from blog.models import Post, User
 
-from .conftest import count_rows
+from .conftest import count_rows, flashes, form_fields
 
 
 def add_posts(app, count, author_id=None):
@@ -123,24 +123,30 @@ def test_create(app, client, auth):
     with app.app_context():
         post = get_db().scalar(select(Post).where(Post.title == "created"))
         assert post.body == "new body" and post.author.username == "test"
-    assert "created" in client.get(response.headers["Location"]).get_data(as_text=True)
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "<h1>created</h1>" in page
+    assert flashes(page, "status") == ["Post created."]
 
 
 def test_update(app, client, auth):
     auth.login()
-    assert "test title" in client.get("/post/2/update").get_data(as_text=True)
-    auth.post("/post/2/update", {"title": "updated", "body": "changed"})
+    page = client.get("/post/2/update").get_data(as_text=True)
+    assert form_fields(page) == {"title": "test title", "body": "test\nbody"}
+    response = auth.post("/post/2/update", {"title": "updated", "body": "changed"})
     with app.app_context():
         post = get_db().get(Post, 2)
         assert (post.title, post.body) == ("updated", "changed")
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert flashes(page, "status") == ["Post saved."]
 
 
-def test_delete(app, auth):
+def test_delete(app, client, auth):
     auth.login()
     response = auth.post("/post/2/delete")
     assert response.headers["Location"] == "/"
     with app.app_context():
         assert get_db().get(Post, 2) is None
+    assert flashes(client.get("/").get_data(as_text=True), "status") == ["Post deleted."]
 
 
 @pytest.mark.parametrize("path", ["/post/2/update", "/post/2/delete"])
@@ -186,7 +192,7 @@ def test_post_validation(app, auth, path, title, body, message):
     count = count_rows(app, Post)
     response = auth.post(path, {"title": title, "body": body})
     assert response.status_code == 400
-    assert message in response.get_data(as_text=True)
+    assert flashes(response.get_data(as_text=True), "alert") == [message]
     assert count_rows(app, Post) == count
     with app.app_context():
         assert get_db().get(Post, 2).title == "test title"
@@ -260,3 +266,17 @@ def test_statements_per_page_do_not_grow_with_posts_or_authors(app, client, auth
         db.commit()
 
     assert count_statements(app, client, path) == few
+
+
+@pytest.mark.parametrize("path", ["/create", "/post/2/update"])
+def test_post_form_shows_every_error_at_once_and_keeps_what_was_typed(auth, path):
+    auth.login()
+    response = auth.post(path, {"title": "", "body": "é" * 32_768})
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert flashes(page, "alert") == [
+        "Title is required.",
+        "Body must be at most 65,535 bytes long in UTF-8.",
+    ]
+    # The emptied title stays empty: not the saved one back.
+    assert form_fields(page) == {"title": "", "body": "é" * 32_768}

@@ -11,7 +11,9 @@ from .models import USERNAME_MAX_LENGTH, User
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
-USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+# Also the form's pattern attribute: browsers compile it with the v flag, which
+# wants the "-" in a set escaped.
+USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]+")
 USERNAME_MIN_LENGTH = 3
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 200
@@ -25,6 +27,18 @@ def login_required(view):
         return view(**kwargs)
 
     return wrapped_view
+
+
+@bp.context_processor
+def account_rules() -> dict:
+    """The rules the forms state and the browser checks, from the ones enforced here."""
+    return {
+        "username_min": USERNAME_MIN_LENGTH,
+        "username_max": USERNAME_MAX_LENGTH,
+        "username_pattern": USERNAME_PATTERN.pattern,
+        "password_min": PASSWORD_MIN_LENGTH,
+        "password_max": PASSWORD_MAX_LENGTH,
+    }
 
 
 @bp.before_app_request

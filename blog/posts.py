@@ -39,6 +39,12 @@ POST_WITH_ID = (
 )
 
 
+@bp.context_processor
+def post_limits() -> dict:
+    """The limits the post form states and the browser checks."""
+    return {"title_max": TITLE_MAX_LENGTH, "body_max_bytes": BODY_MAX_BYTES}
+
+
 def page_of_posts(query: Select, **params) -> tuple[list[Post], int | None]:
     """One page of posts from the query, and the id the next older page starts before."""
     newest = MAX_ID

@@ -162,21 +162,25 @@ def flashes(page: str, role: str) -> list[str]:
 
 
 class FormFields(HTMLParser):
-    """The values that a page's form fields hold, by name, as a browser fills them in."""
+    """A page's form fields by name: the value a browser fills in, and the attributes."""
 
     def __init__(self, page: str) -> None:
         super().__init__()
         self.values: dict[str, str] = {}
+        self.attributes: dict[str, dict[str, str]] = {}
         self._textarea: str | None = None
         self.feed(page)
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
-        attrs = dict(attrs)
+        attrs = {name: value or "" for name, value in attrs}
         if tag == "input" and attrs.get("type") not in ("hidden", "submit"):
-            self.values[attrs["name"]] = attrs.get("value") or ""
+            self.values[attrs["name"]] = attrs.get("value", "")
         elif tag == "textarea":
             self._textarea = attrs["name"]
             self.values[self._textarea] = ""
+        else:
+            return
+        self.attributes[attrs["name"]] = attrs
 
     def handle_data(self, data: str) -> None:
         if self._textarea is not None:
@@ -189,6 +193,13 @@ class FormFields(HTMLParser):
 
 def form_fields(page: str) -> dict[str, str]:
     return FormFields(page).values
+
+
+def field_rules(page: str, name: str) -> dict[str, str]:
+    """What the browser checks and offers in a field before the form is sent."""
+    attributes = FormFields(page).attributes[name]
+    rules = ("required", "minlength", "maxlength", "pattern", "autocomplete")
+    return {rule: attributes[rule] for rule in rules if rule in attributes}
 
 
 def count_rows(app, model) -> int:

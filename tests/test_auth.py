@@ -5,7 +5,7 @@ from sqlalchemy import select
 from blog.db import get_db
 from blog.models import User
 
-from .conftest import PASSWORD, count_rows, flashes, form_fields
+from .conftest import PASSWORD, count_rows, field_rules, flashes, form_fields
 
 
 def test_register(app, client, auth):
@@ -64,6 +64,39 @@ def test_register_shows_every_error_at_once_and_keeps_the_name(auth):
     ]
     # What was typed stays, except the password, which is never sent back.
     assert form_fields(page) == {"username": "no way!", "password": ""}
+
+
+def test_register_form_states_its_rules_and_the_browser_checks_them(client):
+    page = client.get("/auth/register").get_data(as_text=True)
+    assert "3 to 80 characters: letters, digits, _ . and -" in page
+    assert "8 to 200 characters" in page
+    assert field_rules(page, "username") == {
+        "required": "",
+        "minlength": "3",
+        "maxlength": "80",
+        "pattern": r"[A-Za-z0-9_.\-]+",
+        "autocomplete": "username",
+    }
+    assert field_rules(page, "password") == {
+        "required": "",
+        "minlength": "8",
+        "maxlength": "200",
+        "autocomplete": "new-password",
+    }
+
+
+def test_login_form_asks_for_the_saved_password(client):
+    page = client.get("/auth/login").get_data(as_text=True)
+    assert field_rules(page, "username") == {
+        "required": "",
+        "maxlength": "80",
+        "autocomplete": "username",
+    }
+    assert field_rules(page, "password") == {
+        "required": "",
+        "maxlength": "200",
+        "autocomplete": "current-password",
+    }
 
 
 def test_login(client, auth):

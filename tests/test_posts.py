@@ -6,7 +6,7 @@ from sqlalchemy import event, insert, select
 from blog.db import get_db
 from blog.models import Post, User
 
-from .conftest import count_rows, flashes, form_fields
+from .conftest import count_rows, field_rules, flashes, form_fields
 
 
 def add_posts(app, count, author_id=None):
@@ -280,3 +280,27 @@ def test_post_form_shows_every_error_at_once_and_keeps_what_was_typed(auth, path
     ]
     # The emptied title stays empty: not the saved one back.
     assert form_fields(page) == {"title": "", "body": "é" * 32_768}
+
+
+@pytest.mark.parametrize("path", ["/create", "/post/2/update"])
+def test_post_form_states_its_limits_and_the_browser_checks_them(client, auth, path):
+    auth.login()
+    page = client.get(path).get_data(as_text=True)
+    assert "Up to 200 characters" in page and "Up to 65,535 bytes" in page
+    assert field_rules(page, "title") == {
+        "required": "",
+        "maxlength": "200",
+        "autocomplete": "off",
+    }
+    # A UTF-8 byte limit: the browser counts UTF-16 units, never more than the bytes.
+    assert field_rules(page, "body") == {
+        "required": "",
+        "maxlength": "65535",
+        "autocomplete": "off",
+    }
+
+
+def test_edit_page_can_be_left_without_saving(client, auth):
+    auth.login()
+    page = client.get("/post/2/update").get_data(as_text=True)
+    assert '<a class="button" href="/post/2">Cancel</a>' in page

@@ -1,3 +1,5 @@
+import html
+import re
 from datetime import datetime
 
 import pytest
@@ -49,6 +51,61 @@ def test_index_pages_through_every_post_once(app, client):
     assert "Written before accounts" in seen[-1]
 
 
+def titles_on(page: str) -> list[str]:
+    return re.findall(r"<h2><a [^>]*>([^<]*)</a></h2>", page)
+
+
+def pager(page: str) -> dict[str, str]:
+    """The page's links to the pages of newer and older posts, by their words."""
+    links = re.findall(r'<a [^>]*href="([^"]*)"[^>]*>[^<]*?((?:Newer|Older) posts)', page)
+    return {words: html.unescape(href) for href, words in links}
+
+
+@pytest.mark.parametrize("path", ["/", "/users/other"])
+def test_pages_go_both_ways_by_keyset(app, client, path):
+    if path == "/":
+        add_posts(app, 8)  # and the 2 posts every test starts with
+    else:
+        add_posts(app, 10, author_id=2)
+        add_posts(app, 3)  # not other's: never on other's pages
+    pages, url = [], path
+    while True:  # down to the oldest page
+        page = client.get(url).get_data(as_text=True)
+        pages.append(titles_on(page))
+        if "Older posts" not in pager(page):
+            break
+        url = pager(page)["Older posts"]
+        assert "before=" in url
+    back = [titles_on(page)]
+    while "Newer posts" in pager(page):  # and back up to the newest
+        url = pager(page)["Newer posts"]
+        assert "after=" in url
+        page = client.get(url).get_data(as_text=True)
+        back.append(titles_on(page))
+    assert back == pages[::-1]
+    assert [len(titles) for titles in pages] == [3, 3, 3, 1]
+    assert len({title for titles in pages for title in titles}) == 10
+
+
+def test_later_pages_look_unlike_the_first(app, client):
+    add_posts(app, 7)  # 9 posts in all, 3 a page
+    first = client.get("/").get_data(as_text=True)
+    assert "<h1>Posts</h1>" in first and "Newer posts" not in pager(first)
+    third = client.get(
+        pager(client.get(pager(first)["Older posts"]).get_data(as_text=True))["Older posts"]
+    )
+    page = third.get_data(as_text=True)
+    assert "<h1>Older posts</h1>" in page and "<title>Older posts - Blog</title>" in page
+    assert list(pager(page)) == ["Newer posts"]  # the oldest page
+
+
+@pytest.mark.parametrize("after", [2**31, 2**63 - 1])
+def test_page_after_every_id_shows_the_newest_posts(client, after):
+    page = client.get("/", query_string={"after": after}).get_data(as_text=True)
+    assert titles_on(page) == ["test title", "Written before accounts"]
+    assert pager(page) == {}
+
+
 @pytest.mark.parametrize("before", [2**31, 2**63 - 1])
 def test_page_cursor_past_every_id_shows_the_newest_posts(client, before):
     # Beyond a 32-bit INTEGER column too, as on PostgreSQL.
@@ -56,11 +113,18 @@ def test_page_cursor_past_every_id_shows_the_newest_posts(client, before):
     assert page.index("test title") < page.index("Written before accounts")
 
 
-@pytest.mark.parametrize("before", ["abc", "-1", "0", "1.5", "٣", str(2**63), "9" * 5000])
-def test_malformed_page_cursor_is_404(client, before):
-    response = client.get("/", query_string={"before": before})
+@pytest.mark.parametrize("value", ["abc", "-1", "0", "1.5", "٣", str(2**63), "9" * 5000])
+@pytest.mark.parametrize("cursor", ["before", "after"])
+def test_malformed_page_cursor_is_404(client, cursor, value):
+    response = client.get("/", query_string={cursor: value})
     assert response.status_code == 404
-    assert "no page of posts" in response.get_data(as_text=True)
+    assert f"There is no page of posts {cursor} " in response.get_data(as_text=True)
+
+
+def test_page_both_before_and_after_a_post_is_404(client):
+    response = client.get("/", query_string={"before": 5, "after": 1})
+    assert response.status_code == 404
+    assert "either before or after" in response.get_data(as_text=True)
 
 
 def test_post_page_shows_post_and_author(client):

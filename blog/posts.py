@@ -214,11 +214,15 @@ def update(id: int):
     return redirect(url_for("posts.detail", id=post.id))
 
 
-@bp.post("/post/<id:id>/delete")
+@bp.route("/post/<id:id>/delete", methods=("GET", "POST"))
 @login_required
 def delete(id: int):
+    post = get_post(id)
+    if request.method == "GET":
+        # Asking on a page of its own works with or without JavaScript.
+        return render_template("posts/delete.html", post=post)
     db = get_db()
-    db.delete(get_post(id))
+    db.delete(post)
     db.commit()
     flash("Post deleted.", "success")
     return redirect(url_for("posts.index"))

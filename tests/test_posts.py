@@ -368,3 +368,35 @@ def test_edit_page_can_be_left_without_saving(client, auth):
     auth.login()
     page = client.get("/post/2/update").get_data(as_text=True)
     assert '<a class="button" href="/post/2">Cancel</a>' in page
+
+
+def test_delete_asks_first_on_a_page_of_its_own(app, client, auth):
+    auth.login()
+    edit = client.get("/post/2/update").get_data(as_text=True)
+    assert '<a class="button danger" href="/post/2/delete">Delete</a>' in edit
+    page = client.get("/post/2/delete").get_data(as_text=True)
+    assert "<h1>Delete “test title”?</h1>" in page
+    assert '<form action="/post/2/delete" method="post">' in page
+    assert '<button type="submit" class="danger">Delete</button>' in page
+    assert '<a class="button" href="/post/2">Cancel</a>' in page
+    with app.app_context():
+        assert get_db().get(Post, 2) is not None  # asking deletes nothing
+
+
+def test_only_the_author_is_asked_to_delete(client, auth):
+    assert client.get("/post/2/delete").headers["Location"] == "/auth/login"
+    auth.login("other")
+    assert client.get("/post/2/delete").status_code == 403
+
+
+def test_pages_carry_no_inline_script_or_style(app, client, auth):
+    # A Content-Security-Policy without 'unsafe-inline' would block them.
+    add_posts(app, 5)
+    auth.login()
+    paths = ["/", "/?before=3", "/post/2", "/post/2/update", "/post/2/delete", "/create"]
+    paths += ["/users", "/users/test", "/post/99"]
+    pages = [client.get(path).get_data(as_text=True) for path in paths]
+    auth.logout()
+    pages += [client.get(path).get_data(as_text=True) for path in ["/auth/login", "/auth/register"]]
+    for page in pages:
+        assert not re.search(r"<script(?![^>]*\bsrc=)|<style|\sstyle=|\son[a-z]+=", page)

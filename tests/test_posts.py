@@ -3,7 +3,7 @@ import re
 from datetime import datetime
 
 import pytest
-from sqlalchemy import event, insert, select
+from sqlalchemy import delete, event, insert, select
 
 from blog.db import get_db
 from blog.models import Post, User
@@ -400,3 +400,30 @@ def test_pages_carry_no_inline_script_or_style(app, client, auth):
     pages += [client.get(path).get_data(as_text=True) for path in ["/auth/login", "/auth/register"]]
     for page in pages:
         assert not re.search(r"<script(?![^>]*\bsrc=)|<style|\sstyle=|\son[a-z]+=", page)
+
+
+def test_users_page_says_when_nobody_has_registered(app, client):
+    with app.app_context():
+        db = get_db()
+        db.execute(delete(Post))
+        db.execute(delete(User))
+        db.commit()
+    page = client.get("/users").get_data(as_text=True)
+    assert re.search(r"<p[^>]*>Nobody has registered yet.</p>", page)
+    assert not re.search(r"<li>\s*Nobody", page)  # not a user in a list
+
+
+@pytest.mark.parametrize("path", ["/", "/post/2", "/auth/login", "/post/99"])
+def test_every_page_names_the_favicon(client, path):
+    page = client.get(path).get_data(as_text=True)
+    assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in page
+
+
+@pytest.mark.parametrize("path", ["/static/favicon.svg", "/favicon.ico"])
+def test_favicon_is_served_where_browsers_look(client, path):
+    # Browsers ask for /favicon.ico on their own, whatever the page names.
+    response = client.get(path, follow_redirects=True)
+    assert response.status_code == 200
+    assert response.mimetype == "image/svg+xml"
+    assert response.get_data(as_text=True).startswith("<svg")
+    response.close()

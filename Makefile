@@ -20,9 +20,10 @@ bench: $(VENV)/installed
 	@command -v wrk >/dev/null || { echo "the load benchmark needs wrk: apt-get install wrk"; exit 1; }
 	$(PYTHON) -m tests.load_benchmark
 
-$(VENV)/installed: requirements.txt
+# requirements-dev.txt includes requirements.txt, and adds what the tests use (selenium).
+$(VENV)/installed: requirements.txt requirements-servers.txt requirements-dev.txt
 	python3 -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet -r requirements.txt
+	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 clean:

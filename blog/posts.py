@@ -105,7 +105,7 @@ def page_of_posts(posts: Listing, **params) -> Page:
             newer = {"after": page[per_page - 1].id} if len(page) > per_page else None
             page = page[:per_page][::-1]
             any_older = db.scalar(posts.any_older, {"newest": page[-1].id - 1, **params})
-            return Page(page, newer, {"before": page[-1].id} if any_older else None)
+            return Page(page, newer, {"before": page[-1].id} if any_older is not None else None)
         # Nothing is newer than that: the newest posts, as with no cursor.
     newest = MAX_ID if before is None else before - 1
     page = db.scalars(posts.older, {"newest": newest, "limit": per_page + 1, **params}).all()

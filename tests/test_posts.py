@@ -99,6 +99,12 @@ def test_later_pages_look_unlike_the_first(app, client):
     assert list(pager(page)) == ["Newer posts"]  # the oldest page
 
 
+def test_page_past_the_oldest_post_leads_back_to_the_first(client):
+    page = client.get("/", query_string={"before": 1}).get_data(as_text=True)
+    assert titles_on(page) == [] and "No posts yet." in page
+    assert pager(page) == {"Newer posts": "/"}
+
+
 @pytest.mark.parametrize("after", [2**31, 2**63 - 1])
 def test_page_after_every_id_shows_the_newest_posts(client, after):
     page = client.get("/", query_string={"after": after}).get_data(as_text=True)

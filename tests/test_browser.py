@@ -53,10 +53,10 @@ if missing():
 os.environ["SE_OFFLINE"] = "true"
 
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
-from selenium.webdriver.support.expected_conditions import staleness_of  # noqa: E402
 from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
 # A writer of the seeded posts, with the longest name the blog allows.
@@ -268,11 +268,16 @@ class Browser:
 
     def act(self, action: Callable[[], None], shot: str, status: int = 200) -> None:
         """Do what leads to another page, wait for that page, and check it."""
-        old = self.find("html")
+        # A mark on this page's window, which the next page's window lacks. (Waiting
+        # for an element of this page to go stale can meet an error mid-navigation.)
+        self.driver.execute_script("window.leftBehind = true")
         action()
-        WebDriverWait(self.driver, 10).until(staleness_of(old))
-        WebDriverWait(self.driver, 10).until(
-            lambda d: d.execute_script("return document.readyState") == "complete"
+        WebDriverWait(
+            self.driver, 10, poll_frequency=0.02, ignored_exceptions=[WebDriverException]
+        ).until(
+            lambda driver: driver.execute_script(
+                "return !window.leftBehind && document.readyState === 'complete'"
+            )
         )
         self.check(shot, status)
 

@@ -271,7 +271,6 @@ def data_that_would_be_dropped(connection, downgrades) -> list[str]:
     return losses
 
 
-
 def is_generated(connection, table_name: str, column_name: str) -> bool:
     columns = inspect(connection).get_columns(table_name)
     return any(c["name"] == column_name and "computed" in c for c in columns)

@@ -2,9 +2,10 @@ import os
 import secrets
 from pathlib import Path
 
-from flask import Flask, render_template
+from flask import Flask, redirect, render_template, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
+from werkzeug.wrappers import Response
 
 from . import auth, csrf, db, posts
 from .maintenance import check_database, migration_scripts
@@ -45,13 +46,17 @@ def create_app(test_config: dict | None = None) -> Flask:
         )
 
     app.url_map.converters["id"] = IdConverter
+    app.add_url_rule("/favicon.ico", "favicon", favicon)
     app.register_error_handler(HTTPException, show_error)
     db.init_app(app)
     if app.config["CHECK_DATABASE"]:
         check_database(app.extensions["db_engine"], migration_scripts(app))
-    csrf.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(posts.bp)
+    # After auth's before_app_request has loaded the user: the page refusing a
+    # form (a bad token, or a body over MAX_CONTENT_LENGTH, which reading the
+    # token finds) still shows who is logged in.
+    csrf.init_app(app)
     return app
 
 
@@ -67,6 +72,11 @@ def instance_secret_key(instance_path: Path) -> str:
         except FileExistsError:
             pass
     return key_file.read_text().strip()
+
+
+def favicon() -> Response:
+    # Browsers ask for /favicon.ico whatever icon a page names.
+    return redirect(url_for("static", filename="favicon.svg"), 301)
 
 
 def show_error(error: HTTPException):

@@ -1,4 +1,5 @@
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from flask import (
     Blueprint,
@@ -20,19 +21,38 @@ from .models import BODY_MAX_BYTES, MAX_ID, TITLE_MAX_LENGTH, Post, User
 
 bp = Blueprint("posts", __name__)
 
-# A page of posts, newest first, from :newest down. Keyset pagination reads
-# only the rows it shows, however deep the page; OFFSET would read and skip
-# every row before it. Built once: SQLAlchemy works out a new statement's
-# cache key each time it runs one, which costs as much as the query itself.
-PAGE_OF_POSTS = (
-    select(Post)
-    .options(joinedload(Post.author))
+
+class Listing(NamedTuple):
+    """The statements that page through some posts by keyset, both ways.
+
+    Keyset pagination reads only the rows it shows, however deep the page;
+    OFFSET would read and skip every row before it. Built once: SQLAlchemy
+    works out a new statement's cache key each time it runs one, which costs
+    as much as the query itself.
+    """
+
+    older: Select  # a page from :newest down, newest first
+    newer: Select  # a page from just above :after up, oldest first
+    any_older: Select  # an id at or below :newest, if there is one
+    any_newer: Select  # an id above :after, if there is one
+
+
+def listing(*criteria) -> Listing:
     # BigInteger: any id a URL may name, even beyond a server's 32-bit INTEGER.
-    .where(Post.id <= bindparam("newest", type_=BigInteger))
-    .order_by(Post.id.desc())
-    .limit(bindparam("limit"))
-)
-PAGE_OF_AUTHORS_POSTS = PAGE_OF_POSTS.where(Post.author_id == bindparam("author_id"))
+    at_or_below = Post.id <= bindparam("newest", type_=BigInteger)
+    above = Post.id > bindparam("after", type_=BigInteger)
+    posts = select(Post).options(joinedload(Post.author)).where(*criteria)
+    ids = select(Post.id).where(*criteria).limit(1)
+    return Listing(
+        older=posts.where(at_or_below).order_by(Post.id.desc()).limit(bindparam("limit")),
+        newer=posts.where(above).order_by(Post.id.asc()).limit(bindparam("limit")),
+        any_older=ids.where(at_or_below),
+        any_newer=ids.where(above),
+    )
+
+
+ALL_POSTS = listing()
+AUTHORS_POSTS = listing(Post.author_id == bindparam("author_id"))
 USER_NAMED = select(User).where(User.username == bindparam("username"))
 POST_WITH_ID = (
     select(Post)
@@ -41,21 +61,64 @@ POST_WITH_ID = (
 )
 
 
-def page_of_posts(query: Select, **params) -> tuple[Sequence[Post], int | None]:
-    """One page of posts from the query, and the id the next older page starts before."""
-    newest = MAX_ID
-    before = request.args.get("before")
-    if before is not None:
-        # Like <id:...> in a URL; the length check keeps int() from refusing
-        # a string of thousands of digits with an error.
-        digits = before.isascii() and before.isdigit() and len(before) <= len(str(MAX_ID))
-        if not (digits and 1 <= int(before) <= MAX_ID):
-            abort(404, f"There is no page of posts before {before[:20]!r}.")
-        newest = int(before) - 1
+@bp.context_processor
+def post_limits() -> dict:
+    """The limits the post form states and the browser checks."""
+    return {"title_max": TITLE_MAX_LENGTH, "body_max_bytes": BODY_MAX_BYTES}
+
+
+def page_cursor(name: str) -> int | None:
+    """The id in ?before= or ?after=, or None; a 404 for one that names no page."""
+    value = request.args.get(name)
+    if value is None:
+        return None
+    # Like <id:...> in a URL; the length check keeps int() from refusing a
+    # string of thousands of digits with an error.
+    digits = value.isascii() and value.isdigit() and len(value) <= len(str(MAX_ID))
+    if not (digits and 1 <= int(value) <= MAX_ID):
+        abort(404, f"There is no page of posts {name} {value[:20]!r}.")
+    return int(value)
+
+
+class Page(NamedTuple):
+    posts: Sequence[Post]
+    # The query strings of the pages just newer and just older, or None when
+    # there are no such posts; {} is the first page.
+    newer: dict | None
+    older: dict | None
+
+
+def page_of_posts(posts: Listing, **params) -> Page:
+    """The page of posts that ?before=<id> or ?after=<id> asks for, newest first.
+
+    Without either, the newest posts. ?before=<id> gives the posts just older
+    than that one, ?after=<id> those just newer.
+    """
+    before, after = page_cursor("before"), page_cursor("after")
+    if before is not None and after is not None:
+        abort(404, "A page of posts is either before or after a post, not both.")
     per_page = current_app.config["POSTS_PER_PAGE"]
-    posts = get_db().scalars(query, {"newest": newest, "limit": per_page + 1, **params}).all()
-    older = posts[per_page - 1].id if len(posts) > per_page else None
-    return posts[:per_page], older
+    db = get_db()
+    if after is not None:
+        # The posts just newer, taken oldest first, then turned newest first.
+        page = db.scalars(posts.newer, {"after": after, "limit": per_page + 1, **params}).all()
+        if page:
+            newer = {"after": page[per_page - 1].id} if len(page) > per_page else None
+            page = page[:per_page][::-1]
+            any_older = db.scalar(posts.any_older, {"newest": page[-1].id - 1, **params})
+            return Page(page, newer, {"before": page[-1].id} if any_older is not None else None)
+        # Nothing is newer than that: the newest posts, as with no cursor.
+    newest = MAX_ID if before is None else before - 1
+    page = db.scalars(posts.older, {"newest": newest, "limit": per_page + 1, **params}).all()
+    older = {"before": page[per_page - 1].id} if len(page) > per_page else None
+    page = page[:per_page]
+    newer = None
+    if before is not None:
+        above = page[0].id if page else newest
+        if db.scalar(posts.any_newer, {"after": above, **params}) is not None:
+            # An empty page, past the oldest post, leads back to the first.
+            newer = {"after": above} if page else {}
+    return Page(page, newer, older)
 
 
 def get_post(id: int, check_author: bool = True) -> Post:
@@ -71,22 +134,24 @@ def get_post(id: int, check_author: bool = True) -> Post:
     return post
 
 
-def post_form_error(title: str, body: str) -> str | None:
+def post_form_errors(title: str, body: str) -> list[str]:
+    """Everything wrong with a post's title and body, to show at once."""
+    errors = []
     if not title.strip():
-        return "Title is required."
-    if len(title) > TITLE_MAX_LENGTH:
-        return f"Title must be at most {TITLE_MAX_LENGTH} characters long."
+        errors.append("Title is required.")
+    elif len(title) > TITLE_MAX_LENGTH:
+        errors.append(f"Title must be at most {TITLE_MAX_LENGTH} characters long.")
     if not body.strip():
-        return "Body is required."
-    if len(body.encode()) > BODY_MAX_BYTES:
-        return f"Body must be at most {BODY_MAX_BYTES:,} bytes long in UTF-8."
-    return None
+        errors.append("Body is required.")
+    elif len(body.encode()) > BODY_MAX_BYTES:
+        errors.append(f"Body must be at most {BODY_MAX_BYTES:,} bytes long in UTF-8.")
+    return errors
 
 
 @bp.route("/")
 def index():
-    posts, older = page_of_posts(PAGE_OF_POSTS)
-    return render_template("posts/index.html", posts=posts, older=older)
+    page = page_of_posts(ALL_POSTS)
+    return render_template("posts/index.html", **page._asdict())
 
 
 @bp.route("/post/<id:id>")
@@ -105,32 +170,32 @@ def user(username: str):
     author = get_db().scalar(USER_NAMED, {"username": username})
     if author is None:
         abort(404, f"There is no user {username!r}.")
-    posts, older = page_of_posts(PAGE_OF_AUTHORS_POSTS, author_id=author.id)
-    return render_template("posts/user.html", author=author, posts=posts, older=older)
+    page = page_of_posts(AUTHORS_POSTS, author_id=author.id)
+    return render_template("posts/user.html", author=author, **page._asdict())
 
 
-def submitted_post() -> dict[str, str] | None:
-    """The form's title and body, or None once what is wrong with them is flashed."""
-    fields = {name: request.form.get(name, "") for name in ("title", "body")}
-    error = post_form_error(**fields)
-    if error is not None:
-        flash(error)
-        return None
-    return fields
+def submitted_post() -> tuple[dict[str, str], list[str]]:
+    """The form's title and body as typed, and what is wrong with them (flashed)."""
+    form = {name: request.form.get(name, "") for name in ("title", "body")}
+    errors = post_form_errors(**form)
+    for error in errors:
+        flash(error, "error")
+    return form, errors
 
 
 @bp.route("/create", methods=("GET", "POST"))
 @login_required
 def create():
     if request.method == "GET":
-        return render_template("posts/create.html", post=None)
-    fields = submitted_post()
-    if fields is None:
-        return render_template("posts/create.html", post=None), 400
-    post = Post(**fields, author=g.user)
+        return render_template("posts/create.html", form={"title": "", "body": ""})
+    form, errors = submitted_post()
+    if errors:
+        return render_template("posts/create.html", form=form), 400
+    post = Post(**form, author=g.user)
     db = get_db()
     db.add(post)
     db.commit()
+    flash("Post created.", "success")
     return redirect(url_for("posts.detail", id=post.id))
 
 
@@ -139,20 +204,26 @@ def create():
 def update(id: int):
     post = get_post(id)
     if request.method == "GET":
-        return render_template("posts/update.html", post=post)
-    fields = submitted_post()
-    if fields is None:
-        return render_template("posts/update.html", post=post), 400
-    post.title, post.body = fields["title"], fields["body"]
+        form = {"title": post.title, "body": post.body}
+        return render_template("posts/update.html", post=post, form=form)
+    form, errors = submitted_post()
+    if errors:
+        return render_template("posts/update.html", post=post, form=form), 400
+    post.title, post.body = form["title"], form["body"]
     get_db().commit()
+    flash("Post saved.", "success")
     return redirect(url_for("posts.detail", id=post.id))
 
 
-@bp.post("/post/<id:id>/delete")
+@bp.route("/post/<id:id>/delete", methods=("GET", "POST"))
 @login_required
 def delete(id: int):
+    post = get_post(id)
+    if request.method == "GET":
+        # Asking on a page of its own works with or without JavaScript.
+        return render_template("posts/delete.html", post=post)
     db = get_db()
-    db.delete(get_post(id))
+    db.delete(post)
     db.commit()
-    flash("Post deleted.")
+    flash("Post deleted.", "success")
     return redirect(url_for("posts.index"))

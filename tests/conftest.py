@@ -1,4 +1,5 @@
 import argparse
+import html
 import os
 import re
 import shutil
@@ -6,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from datetime import datetime
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -155,6 +157,52 @@ def app(database_url):
         db.commit()
     yield app
     app.extensions["db_engine"].dispose()
+
+
+def flashes(page: str, role: str) -> list[str]:
+    """The messages a page announces: role "alert" for errors, "status" for successes."""
+    return [html.unescape(m) for m in re.findall(rf'role="{role}"[^>]*>([^<]*)<', page)]
+
+
+class FormFields(HTMLParser):
+    """A page's form fields by name: the value a browser fills in, and the attributes."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.values: dict[str, str] = {}
+        self.attributes: dict[str, dict[str, str]] = {}
+        self._textarea: str | None = None
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        fields = {name: value or "" for name, value in attrs}
+        if tag == "input" and fields.get("type") not in ("hidden", "submit"):
+            self.values[fields["name"]] = fields.get("value", "")
+        elif tag == "textarea":
+            self._textarea = fields["name"]
+            self.values[self._textarea] = ""
+        else:
+            return
+        self.attributes[fields["name"]] = fields
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            self.values[self._textarea] += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "textarea":
+            self._textarea = None
+
+
+def form_fields(page: str) -> dict[str, str]:
+    return FormFields(page).values
+
+
+def field_rules(page: str, name: str) -> dict[str, str]:
+    """What the browser checks and offers in a field before the form is sent."""
+    attributes = FormFields(page).attributes[name]
+    rules = ("required", "minlength", "maxlength", "pattern", "autocomplete")
+    return {rule: attributes[rule] for rule in rules if rule in attributes}
 
 
 def count_rows(app, model) -> int:

@@ -51,8 +51,8 @@ def index():
         )
         for id, title, body, created, username in rows
     ]
-    older = posts[per_page - 1].id if len(posts) > per_page else None
-    return render_template("posts/index.html", posts=posts[:per_page], older=older)
+    older = {"before": posts[per_page - 1].id} if len(posts) > per_page else None
+    return render_template("posts/index.html", posts=posts[:per_page], newer=None, older=older)
 
 
 def create_app() -> Flask:

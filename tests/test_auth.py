@@ -5,13 +5,16 @@ from sqlalchemy import select
 from blog.db import get_db
 from blog.models import User
 
-from .conftest import PASSWORD, count_rows
+from .conftest import PASSWORD, count_rows, field_rules, flashes, form_fields
 
 
 def test_register(app, client, auth):
     assert client.get("/auth/register").status_code == 200
     response = auth.post("/auth/register", {"username": "alice", "password": "a good password"})
-    assert response.headers["Location"] == "/auth/login"
+    assert response.headers["Location"] == "/auth/login?username=alice"
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert flashes(page, "status") == ["Registered as alice. Log in to start writing."]
+    assert form_fields(page) == {"username": "alice", "password": ""}
     with app.app_context():
         user = get_db().scalar(select(User).where(User.username == "alice"))
         assert user is not None
@@ -24,7 +27,9 @@ def test_taken_username_gives_the_form_back(app, auth):
     count = count_rows(app, User)
     response = auth.post("/auth/register", {"username": "test", "password": PASSWORD})
     assert response.status_code == 409
-    assert "Username test is already taken." in response.get_data(as_text=True)
+    page = response.get_data(as_text=True)
+    assert flashes(page, "alert") == ["Username test is already taken."]
+    assert form_fields(page) == {"username": "test", "password": ""}
     assert count_rows(app, User) == count
 
 
@@ -45,14 +50,60 @@ def test_register_validation(app, auth, username, password, message):
     count = count_rows(app, User)
     response = auth.post("/auth/register", {"username": username, "password": password})
     assert response.status_code == 400
-    assert message in response.get_data(as_text=True)
+    assert any(message in error for error in flashes(response.get_data(as_text=True), "alert"))
     assert count_rows(app, User) == count
+
+
+def test_register_shows_every_error_at_once_and_keeps_the_name(auth):
+    response = auth.post("/auth/register", {"username": "no way!", "password": "short"})
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert flashes(page, "alert") == [
+        "Username may contain only letters, digits, '_', '.' and '-'.",
+        "Password must be 8 to 200 characters long.",
+    ]
+    # What was typed stays, except the password, which is never sent back.
+    assert form_fields(page) == {"username": "no way!", "password": ""}
+
+
+def test_register_form_states_its_rules_and_the_browser_checks_them(client):
+    page = client.get("/auth/register").get_data(as_text=True)
+    assert "3 to 80 characters: letters, digits, _ . and -" in page
+    assert "8 to 200 characters" in page
+    assert field_rules(page, "username") == {
+        "required": "",
+        "minlength": "3",
+        "maxlength": "80",
+        "pattern": r"[A-Za-z0-9_.\-]+",
+        "autocomplete": "username",
+    }
+    assert field_rules(page, "password") == {
+        "required": "",
+        "minlength": "8",
+        "maxlength": "200",
+        "autocomplete": "new-password",
+    }
+
+
+def test_login_form_asks_for_the_saved_password(client):
+    page = client.get("/auth/login").get_data(as_text=True)
+    assert field_rules(page, "username") == {
+        "required": "",
+        "maxlength": "80",
+        "autocomplete": "username",
+    }
+    assert field_rules(page, "password") == {
+        "required": "",
+        "maxlength": "200",
+        "autocomplete": "current-password",
+    }
 
 
 def test_login(client, auth):
     assert client.get("/auth/login").status_code == 200
     response = auth.login()
     assert response.headers["Location"] == "/"
+    assert flashes(client.get("/").get_data(as_text=True), "status") == ["Logged in as test."]
     with client:
         client.get("/")
         assert session["user_id"] == 1
@@ -69,7 +120,9 @@ def test_login(client, auth):
 def test_login_rejects_bad_credentials(client, auth, username, password):
     response = auth.login(username, password)
     assert response.status_code == 401
-    assert "Incorrect username or password." in response.get_data(as_text=True)
+    page = response.get_data(as_text=True)
+    assert flashes(page, "alert") == ["Incorrect username or password."]
+    assert form_fields(page) == {"username": username, "password": ""}
     with client.session_transaction() as sess:
         assert "user_id" not in sess
 
@@ -79,6 +132,7 @@ def test_logout(client, auth):
     with client:
         auth.logout()
         assert "user_id" not in session
+    assert flashes(client.get("/").get_data(as_text=True), "status") == ["Logged out."]
 
 
 def test_logout_is_not_a_get(client, auth):

@@ -1,12 +1,14 @@
+import html
+import re
 from datetime import datetime
 
 import pytest
-from sqlalchemy import event, insert, select
+from sqlalchemy import delete, event, insert, select
 
 from blog.db import get_db
 from blog.models import Post, User
 
-from .conftest import count_rows
+from .conftest import count_rows, field_rules, flashes, form_fields
 
 
 def add_posts(app, count, author_id=None):
@@ -49,6 +51,67 @@ def test_index_pages_through_every_post_once(app, client):
     assert "Written before accounts" in seen[-1]
 
 
+def titles_on(page: str) -> list[str]:
+    return re.findall(r"<h2><a [^>]*>([^<]*)</a></h2>", page)
+
+
+def pager(page: str) -> dict[str, str]:
+    """The page's links to the pages of newer and older posts, by their words."""
+    links = re.findall(r'<a [^>]*href="([^"]*)"[^>]*>[^<]*?((?:Newer|Older) posts)', page)
+    return {words: html.unescape(href) for href, words in links}
+
+
+@pytest.mark.parametrize("path", ["/", "/users/other"])
+def test_pages_go_both_ways_by_keyset(app, client, path):
+    if path == "/":
+        add_posts(app, 8)  # and the 2 posts every test starts with
+    else:
+        add_posts(app, 10, author_id=2)
+        add_posts(app, 3)  # not other's: never on other's pages
+    pages, url = [], path
+    while True:  # down to the oldest page
+        page = client.get(url).get_data(as_text=True)
+        pages.append(titles_on(page))
+        if "Older posts" not in pager(page):
+            break
+        url = pager(page)["Older posts"]
+        assert "before=" in url
+    back = [titles_on(page)]
+    while "Newer posts" in pager(page):  # and back up to the newest
+        url = pager(page)["Newer posts"]
+        assert "after=" in url
+        page = client.get(url).get_data(as_text=True)
+        back.append(titles_on(page))
+    assert back == pages[::-1]
+    assert [len(titles) for titles in pages] == [3, 3, 3, 1]
+    assert len({title for titles in pages for title in titles}) == 10
+
+
+def test_later_pages_look_unlike_the_first(app, client):
+    add_posts(app, 7)  # 9 posts in all, 3 a page
+    first = client.get("/").get_data(as_text=True)
+    assert "<h1>Posts</h1>" in first and "Newer posts" not in pager(first)
+    third = client.get(
+        pager(client.get(pager(first)["Older posts"]).get_data(as_text=True))["Older posts"]
+    )
+    page = third.get_data(as_text=True)
+    assert "<h1>Older posts</h1>" in page and "<title>Older posts - Blog</title>" in page
+    assert list(pager(page)) == ["Newer posts"]  # the oldest page
+
+
+def test_page_past_the_oldest_post_leads_back_to_the_first(client):
+    page = client.get("/", query_string={"before": 1}).get_data(as_text=True)
+    assert titles_on(page) == [] and "No posts yet." in page
+    assert pager(page) == {"Newer posts": "/"}
+
+
+@pytest.mark.parametrize("after", [2**31, 2**63 - 1])
+def test_page_after_every_id_shows_the_newest_posts(client, after):
+    page = client.get("/", query_string={"after": after}).get_data(as_text=True)
+    assert titles_on(page) == ["test title", "Written before accounts"]
+    assert pager(page) == {}
+
+
 @pytest.mark.parametrize("before", [2**31, 2**63 - 1])
 def test_page_cursor_past_every_id_shows_the_newest_posts(client, before):
     # Beyond a 32-bit INTEGER column too, as on PostgreSQL.
@@ -56,11 +119,18 @@ def test_page_cursor_past_every_id_shows_the_newest_posts(client, before):
     assert page.index("test title") < page.index("Written before accounts")
 
 
-@pytest.mark.parametrize("before", ["abc", "-1", "0", "1.5", "٣", str(2**63), "9" * 5000])
-def test_malformed_page_cursor_is_404(client, before):
-    response = client.get("/", query_string={"before": before})
+@pytest.mark.parametrize("value", ["abc", "-1", "0", "1.5", "٣", str(2**63), "9" * 5000])
+@pytest.mark.parametrize("cursor", ["before", "after"])
+def test_malformed_page_cursor_is_404(client, cursor, value):
+    response = client.get("/", query_string={cursor: value})
     assert response.status_code == 404
-    assert "no page of posts" in response.get_data(as_text=True)
+    assert f"There is no page of posts {cursor} " in response.get_data(as_text=True)
+
+
+def test_page_both_before_and_after_a_post_is_404(client):
+    response = client.get("/", query_string={"before": 5, "after": 1})
+    assert response.status_code == 404
+    assert "either before or after" in response.get_data(as_text=True)
 
 
 def test_post_page_shows_post_and_author(client):
@@ -123,24 +193,30 @@ def test_create(app, client, auth):
     with app.app_context():
         post = get_db().scalar(select(Post).where(Post.title == "created"))
         assert post.body == "new body" and post.author.username == "test"
-    assert "created" in client.get(response.headers["Location"]).get_data(as_text=True)
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "<h1>created</h1>" in page
+    assert flashes(page, "status") == ["Post created."]
 
 
 def test_update(app, client, auth):
     auth.login()
-    assert "test title" in client.get("/post/2/update").get_data(as_text=True)
-    auth.post("/post/2/update", {"title": "updated", "body": "changed"})
+    page = client.get("/post/2/update").get_data(as_text=True)
+    assert form_fields(page) == {"title": "test title", "body": "test\nbody"}
+    response = auth.post("/post/2/update", {"title": "updated", "body": "changed"})
     with app.app_context():
         post = get_db().get(Post, 2)
         assert (post.title, post.body) == ("updated", "changed")
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert flashes(page, "status") == ["Post saved."]
 
 
-def test_delete(app, auth):
+def test_delete(app, client, auth):
     auth.login()
     response = auth.post("/post/2/delete")
     assert response.headers["Location"] == "/"
     with app.app_context():
         assert get_db().get(Post, 2) is None
+    assert flashes(client.get("/").get_data(as_text=True), "status") == ["Post deleted."]
 
 
 @pytest.mark.parametrize("path", ["/post/2/update", "/post/2/delete"])
@@ -186,7 +262,7 @@ def test_post_validation(app, auth, path, title, body, message):
     count = count_rows(app, Post)
     response = auth.post(path, {"title": title, "body": body})
     assert response.status_code == 400
-    assert message in response.get_data(as_text=True)
+    assert flashes(response.get_data(as_text=True), "alert") == [message]
     assert count_rows(app, Post) == count
     with app.app_context():
         assert get_db().get(Post, 2).title == "test title"
@@ -260,3 +336,100 @@ def test_statements_per_page_do_not_grow_with_posts_or_authors(app, client, auth
         db.commit()
 
     assert count_statements(app, client, path) == few
+
+
+@pytest.mark.parametrize("path", ["/create", "/post/2/update"])
+def test_post_form_shows_every_error_at_once_and_keeps_what_was_typed(auth, path):
+    auth.login()
+    response = auth.post(path, {"title": "", "body": "é" * 32_768})
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert flashes(page, "alert") == [
+        "Title is required.",
+        "Body must be at most 65,535 bytes long in UTF-8.",
+    ]
+    # The emptied title stays empty: not the saved one back.
+    assert form_fields(page) == {"title": "", "body": "é" * 32_768}
+
+
+@pytest.mark.parametrize("path", ["/create", "/post/2/update"])
+def test_post_form_states_its_limits_and_the_browser_checks_them(client, auth, path):
+    auth.login()
+    page = client.get(path).get_data(as_text=True)
+    assert "Up to 200 characters" in page and "Up to 65,535 bytes" in page
+    assert field_rules(page, "title") == {
+        "required": "",
+        "maxlength": "200",
+        "autocomplete": "off",
+    }
+    # A UTF-8 byte limit: the browser counts UTF-16 units, never more than the bytes.
+    assert field_rules(page, "body") == {
+        "required": "",
+        "maxlength": "65535",
+        "autocomplete": "off",
+    }
+
+
+def test_edit_page_can_be_left_without_saving(client, auth):
+    auth.login()
+    page = client.get("/post/2/update").get_data(as_text=True)
+    assert '<a class="button" href="/post/2">Cancel</a>' in page
+
+
+def test_delete_asks_first_on_a_page_of_its_own(app, client, auth):
+    auth.login()
+    edit = client.get("/post/2/update").get_data(as_text=True)
+    assert '<a class="button danger" href="/post/2/delete">Delete</a>' in edit
+    page = client.get("/post/2/delete").get_data(as_text=True)
+    assert "<h1>Delete “test title”?</h1>" in page
+    assert '<form action="/post/2/delete" method="post">' in page
+    assert '<button type="submit" class="danger">Delete</button>' in page
+    assert '<a class="button" href="/post/2">Cancel</a>' in page
+    with app.app_context():
+        assert get_db().get(Post, 2) is not None  # asking deletes nothing
+
+
+def test_only_the_author_is_asked_to_delete(client, auth):
+    assert client.get("/post/2/delete").headers["Location"] == "/auth/login"
+    auth.login("other")
+    assert client.get("/post/2/delete").status_code == 403
+
+
+def test_pages_carry_no_inline_script_or_style(app, client, auth):
+    # A Content-Security-Policy without 'unsafe-inline' would block them.
+    add_posts(app, 5)
+    auth.login()
+    paths = ["/", "/?before=3", "/post/2", "/post/2/update", "/post/2/delete", "/create"]
+    paths += ["/users", "/users/test", "/post/99"]
+    pages = [client.get(path).get_data(as_text=True) for path in paths]
+    auth.logout()
+    pages += [client.get(path).get_data(as_text=True) for path in ["/auth/login", "/auth/register"]]
+    for page in pages:
+        assert not re.search(r"<script(?![^>]*\bsrc=)|<style|\sstyle=|\son[a-z]+=", page)
+
+
+def test_users_page_says_when_nobody_has_registered(app, client):
+    with app.app_context():
+        db = get_db()
+        db.execute(delete(Post))
+        db.execute(delete(User))
+        db.commit()
+    page = client.get("/users").get_data(as_text=True)
+    assert re.search(r"<p[^>]*>Nobody has registered yet.</p>", page)
+    assert not re.search(r"<li>\s*Nobody", page)  # not a user in a list
+
+
+@pytest.mark.parametrize("path", ["/", "/post/2", "/auth/login", "/post/99"])
+def test_every_page_names_the_favicon(client, path):
+    page = client.get(path).get_data(as_text=True)
+    assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in page
+
+
+@pytest.mark.parametrize("path", ["/static/favicon.svg", "/favicon.ico"])
+def test_favicon_is_served_where_browsers_look(client, path):
+    # Browsers ask for /favicon.ico on their own, whatever the page names.
+    response = client.get(path, follow_redirects=True)
+    assert response.status_code == 200
+    assert response.mimetype == "image/svg+xml"
+    assert response.get_data(as_text=True).startswith("<svg")
+    response.close()

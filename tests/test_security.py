@@ -7,6 +7,11 @@ from blog.models import Post, User
 from .conftest import AuthActions, count_rows
 
 
+def shows_logged_in(page: str, username: str) -> bool:
+    """Whether the page's menu names the user and offers to log out."""
+    return f'href="/users/{username}"' in page and "Log out" in page and "Log in" not in page
+
+
 def counts(app):
     return count_rows(app, Post), count_rows(app, User)
 
@@ -29,7 +34,9 @@ def test_form_without_a_valid_csrf_token_is_refused(app, client, auth, path, dat
         data = {**data, "csrf_token": token}
     response = client.post(path, data=data)
     assert response.status_code == 400
-    assert "security token" in response.get_data(as_text=True)
+    page = response.get_data(as_text=True)
+    assert "security token" in page
+    assert shows_logged_in(page, "test")
     assert counts(app) == before
     with app.app_context():
         assert get_db().get(Post, 2).title == "test title"
@@ -56,7 +63,9 @@ def test_request_body_over_the_limit_is_413(app, auth):
     before = counts(app)
     response = auth.post("/create", {"title": "big", "body": "x" * (2 * 1024 * 1024)})
     assert response.status_code == 413
-    assert "413 Request Entity Too Large" in response.get_data(as_text=True)
+    page = response.get_data(as_text=True)
+    assert "413 Request Entity Too Large" in page
+    assert shows_logged_in(page, "test")
     assert counts(app) == before
 
 

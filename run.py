@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
-from sqlalchemy import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from werkzeug.serving import WSGIRequestHandler
 
-from blog import create_app
-from blog.db import DatabaseProblem, create_db_engine
+from blog import SettingProblem, create_app
+from blog.db import DatabaseProblem, create_db_engine, shown
 from blog.maintenance import (
     check_database,
     copy_database,
@@ -35,7 +35,7 @@ def init(app) -> None:
     backup = init_db(app.extensions["db_engine"], migration_scripts(app))
     if backup:
         print(f"Backed up the old database to {backup}")
-    print(f"Created {app.extensions['db_engine'].url} at the latest revision")
+    print(f"Created {shown(app.extensions['db_engine'].url)} at the latest revision")
 
 
 def restore(app, backup_file: str) -> None:
@@ -43,7 +43,7 @@ def restore(app, backup_file: str) -> None:
     backup = restore_db(engine, Path(backup_file))
     if backup:
         print(f"Backed up the current database to {backup}")
-    print(f"Restored {Path(backup_file).resolve()} into {engine.url}")
+    print(f"Restored {Path(backup_file).resolve()} into {shown(engine.url)}")
 
 
 # gunicorn as `python run.py` starts it: a worker process per CPU, each with
@@ -67,6 +67,13 @@ class WSGIServer(BaseApplication):
         return self.make_app()
 
 
+class VersionlessRequestHandler(WSGIRequestHandler):
+    """Flask's development server, without its and Python's versions in each response."""
+
+    def version_string(self) -> str:
+        return "Werkzeug"
+
+
 def server_options(host: str, port: int, workers: int, threads: int) -> dict:
     return {
         "bind": f"{host}:{port}",
@@ -84,7 +91,7 @@ def server_options(host: str, port: int, workers: int, threads: int) -> dict:
 def serve(app, host: str, port: int, debug: bool, workers: int, threads: int) -> None:
     check_database(app.extensions["db_engine"], migration_scripts(app))
     if debug:
-        app.run(host=host, port=port, debug=True)
+        app.run(host=host, port=port, debug=True, request_handler=VersionlessRequestHandler)
         return
     # The workers fork from this process: none may inherit its connections.
     app.extensions["db_engine"].dispose()
@@ -97,9 +104,12 @@ def check(app) -> int:
     for difference in differences:
         print(difference)
     if differences:
-        print(f"{engine.url} differs from the models in {len(differences)} ways", file=sys.stderr)
+        print(
+            f"{shown(engine.url)} differs from the models in {len(differences)} ways",
+            file=sys.stderr,
+        )
         return 1
-    print(f"{engine.url} matches the models")
+    print(f"{shown(engine.url)} matches the models")
     return 0
 
 
@@ -111,7 +121,7 @@ def copy(app, source_url: str, target_url: str) -> None:
         migration_scripts(app),
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
-    print(f"Copied every user and post from {source.url} to {target.url}")
+    print(f"Copied every user and post from {shown(source.url)} to {shown(target.url)}")
 
 
 def at_least_one(text: str) -> int:
@@ -184,9 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         # The driver's own words and the database (its password hidden),
         # without SQLAlchemy's statement and parameters.
         if args.command == "copy":
-            where = f"{make_url(args.source)} -> {make_url(args.target)}"
+            where = f"{shown(args.source)} -> {shown(args.target)}"
         else:
-            where = app.extensions["db_engine"].url
+            where = shown(app.extensions["db_engine"].url)
         print(f"error: {str(error.orig).strip()} ({where})", file=sys.stderr)
         return 1
     except ImportError as error:
@@ -195,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    except (DatabaseProblem, SQLAlchemyError, OSError) as error:
+    except (DatabaseProblem, SettingProblem, SQLAlchemyError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -1,13 +1,15 @@
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
+from click import ClickException
 from flask import Flask, redirect, render_template, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 from werkzeug.wrappers import Response
 
-from . import auth, csrf, db, posts
+from . import auth, csrf, db, headers, posts
 from .maintenance import check_database, migration_scripts
 from .models import MAX_ID
 
@@ -35,9 +37,17 @@ def create_app(test_config: dict | None = None) -> Flask:
         MAX_CONTENT_LENGTH=1024 * 1024,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        # Behind HTTPS, BLOG_SECURE_COOKIES=1 keeps the cookie off plain HTTP.
+        SESSION_COOKIE_SECURE=os.environ.get("BLOG_SECURE_COOKIES") == "1",
+        # A session ends after a day without a request, and two weeks after login.
+        SESSION_IDLE_SECONDS=seconds_setting("BLOG_SESSION_IDLE_SECONDS", 24 * 3600),
+        SESSION_MAX_SECONDS=seconds_setting("BLOG_SESSION_MAX_SECONDS", 14 * 24 * 3600),
     )
     if test_config is not None:
         app.config.from_mapping(test_config)
+    # Flask refuses a cookie signed longer ago than this, and signs it anew on
+    # every request: an idle timeout.
+    app.config["PERMANENT_SESSION_LIFETIME"] = app.config["SESSION_IDLE_SECONDS"]
     if "DATABASE_URL" not in app.config:
         app.config["DATABASE_URL"] = db.database_url(db.alembic_config(app.config["ALEMBIC_INI"]))
     if not app.config.get("SECRET_KEY"):
@@ -48,6 +58,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.url_map.converters["id"] = IdConverter
     app.add_url_rule("/favicon.ico", "favicon", favicon)
     app.register_error_handler(HTTPException, show_error)
+    app.after_request(headers.add_security_headers)
     db.init_app(app)
     if app.config["CHECK_DATABASE"]:
         check_database(app.extensions["db_engine"], migration_scripts(app))
@@ -60,17 +71,40 @@ def create_app(test_config: dict | None = None) -> Flask:
     return app
 
 
+class SettingProblem(ClickException):
+    """A setting the blog cannot use; the message says which and why."""
+
+
+def seconds_setting(variable: str, default: int) -> int:
+    value = os.environ.get(variable)
+    if value is None:
+        return default
+    if not (value.isascii() and value.isdigit() and int(value) >= 1):
+        raise SettingProblem(f"{variable} must be a whole number of seconds, not {value!r}")
+    return int(value)
+
+
 def instance_secret_key(instance_path: Path) -> str:
-    """A key made once for this installation and kept out of the repository."""
+    """A key made once for this installation and kept out of the repository.
+
+    Processes starting together may each make one: the key is written whole to
+    a file of its own, then linked into place, which fails if another process
+    got there first. Every process reads the one key that won, never a part.
+    """
     key_file = instance_path / "secret_key"
     if not key_file.exists():
         instance_path.mkdir(parents=True, exist_ok=True)
+        fd, draft = tempfile.mkstemp(dir=instance_path, prefix=".secret_key.")  # mode 0600
         try:
-            with open(key_file, "x") as f:  # "x": never replace a key that sessions depend on
+            with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(32))
-            key_file.chmod(0o600)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(draft, key_file)  # never replaces a key that sessions depend on
         except FileExistsError:
             pass
+        finally:
+            os.unlink(draft)
     return key_file.read_text().strip()
 
 

@@ -1,13 +1,17 @@
 import functools
 import re
+import secrets
+from pathlib import Path
 
-from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
-from sqlalchemy import select
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .db import get_db
 from .models import USERNAME_MAX_LENGTH, User
+from .sessions import end_other_sessions, end_session, logged_in_user, start_session
+from .throttle import clear_failures, record_attempt
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -17,6 +21,18 @@ USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]+")
 USERNAME_MIN_LENGTH = 3
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 200
+# As Django's CommonPasswordValidator, with a short list of its own.
+COMMON_PASSWORDS = frozenset(
+    line.strip().lower()
+    for line in (Path(__file__).parent / "common-passwords.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+)
+# Checked when nobody has the name given, so that an unknown name takes as
+# long to refuse as a wrong password.
+NOBODYS_PASSWORD_HASH = generate_password_hash(secrets.token_urlsafe())
+
+# user.username_key is lower(username), with a unique index.
+USER_NAMED_IN_ANY_CASE = select(User).where(User.username_key == bindparam("username_key"))
 
 
 def login_required(view):
@@ -38,13 +54,16 @@ def account_rules() -> dict:
         "username_pattern": USERNAME_PATTERN.pattern,
         "password_min": PASSWORD_MIN_LENGTH,
         "password_max": PASSWORD_MAX_LENGTH,
+        "password_rules": (
+            f"{PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters, not containing "
+            "the username, and not one of the most common passwords"
+        ),
     }
 
 
 @bp.before_app_request
 def load_logged_in_user() -> None:
-    user_id = session.get("user_id")
-    g.user = get_db().get(User, user_id) if user_id is not None else None
+    g.user = logged_in_user()
 
 
 def account_errors(username: str, password: str) -> list[str]:
@@ -56,10 +75,19 @@ def account_errors(username: str, password: str) -> list[str]:
         )
     if username and not USERNAME_PATTERN.fullmatch(username):
         errors.append("Username may contain only letters, digits, '_', '.' and '-'.")
+    return errors + password_errors(username, password)
+
+
+def password_errors(username: str, password: str) -> list[str]:
+    errors = []
     if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
         errors.append(
             f"Password must be {PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters long."
         )
+    if username and username.lower() in password.lower():
+        errors.append("Password must not contain the username.")
+    if password.lower() in COMMON_PASSWORDS:
+        errors.append("Password is one of the most common passwords; choose another.")
     return errors
 
 
@@ -82,8 +110,7 @@ def register():
     try:
         db.commit()
     except IntegrityError:
-        # The unique constraint decides what "taken" means, the way the
-        # database compares names (case-insensitively on MariaDB, for one).
+        # The unique index on lower(username) decides what "taken" means.
         db.rollback()
         flash(f"Username {username} is already taken.", "error")
         return render_template("auth/register.html", username=username), 409
@@ -98,22 +125,52 @@ def login():
         return render_template("auth/login.html", username=request.args.get("username", ""))
     username = request.form.get("username", "")
     password = request.form.get("password", "")
+    attempt = record_attempt(username)  # 429 after too many failures
     db = get_db()
-    user = db.scalar(select(User).where(User.username == username))
+    user = db.scalar(USER_NAMED_IN_ANY_CASE, {"username_key": username.lower()})
     # End the transaction before the slow password check, so that it never
     # runs while this request holds the write lock.
     db.commit()
-    if user is None or not check_password_hash(user.password_hash, password):
+    if not check_password_hash(user.password_hash if user else NOBODYS_PASSWORD_HASH, password):
         flash("Incorrect username or password.", "error")
         return render_template("auth/login.html", username=username), 401
-    session.clear()
-    session["user_id"] = user.id
+    assert user is not None  # NOBODYS_PASSWORD_HASH matches no password
+    clear_failures(attempt)
+    start_session(user)
+    db.commit()
     flash(f"Logged in as {user.username}.", "success")
     return redirect(url_for("posts.index"))
 
 
 @bp.post("/logout")
 def logout():
-    session.clear()
-    flash("Logged out.", "success")  # after clear(), which would drop it too
+    end_session()
+    get_db().commit()
+    flash("Logged out.", "success")  # after the session ends, which would drop it too
+    return redirect(url_for("posts.index"))
+
+
+@bp.route("/password", methods=("GET", "POST"))
+@login_required
+def change_password():
+    if request.method == "GET":
+        return render_template("auth/password.html")
+    user = g.user
+    current = request.form.get("current_password", "")
+    new = request.form.get("new_password", "")
+    errors = password_errors(user.username, new)
+    if errors:
+        for error in errors:
+            flash(error, "error")
+        return render_template("auth/password.html"), 400
+    attempt = record_attempt(user.username)  # guessing through this form is throttled too
+    if not check_password_hash(user.password_hash, current):
+        flash("The current password is not right.", "error")
+        return render_template("auth/password.html"), 401
+    db = get_db()
+    user.password_hash = generate_password_hash(new)
+    clear_failures(attempt)
+    end_other_sessions(user)
+    db.commit()
+    flash("Password changed. Every other session of yours is logged out.", "success")
     return redirect(url_for("posts.index"))

@@ -6,7 +6,7 @@ from pathlib import Path
 from alembic.config import Config
 from click import ClickException
 from flask import current_app, g, has_request_context, request
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import ServiceUnavailable
@@ -48,6 +48,14 @@ def database_url(config: Config) -> str:
     if not url:
         raise DatabaseProblem(f"{config.config_file_name} names no sqlalchemy.url")
     return url
+
+
+def shown(url: str | URL) -> str:
+    """A database URL as it may be printed: without its password, wherever the URL
+    holds one (user:password@host, or ?password= as the drivers also take it)."""
+    url = make_url(url)
+    passwords = [name for name in url.query if "pass" in name.lower()]
+    return url.difference_update_query(passwords).render_as_string(hide_password=True)
 
 
 def sqlite_path(url: str) -> Path | None:

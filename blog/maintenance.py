@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Connection, Engine, MetaData, func, inspect, select, text
 
-from .db import DatabaseProblem, alembic_config, sqlite_path
+from .db import DatabaseProblem, alembic_config, shown, sqlite_path
 from .models import Base
 
 
@@ -93,7 +93,7 @@ def init_db(engine: Engine, scripts: ScriptDirectory) -> Path | None:
             if existing.tables:
                 if path is None:
                     raise DatabaseProblem(
-                        f"{engine.url.render_as_string()} already has tables "
+                        f"{shown(engine.url)} already has tables "
                         f"({', '.join(sorted(existing.tables))}); drop them yourself after a "
                         "backup, or keep them and run `alembic upgrade head`"
                     )

@@ -159,6 +159,11 @@ def app(database_url):
     app.extensions["db_engine"].dispose()
 
 
+def shows_logged_in(page: str, username: str) -> bool:
+    """Whether the page's menu names the user and offers to log out."""
+    return f'href="/users/{username}"' in page and "Log out" in page and "Log in" not in page
+
+
 def flashes(page: str, role: str) -> list[str]:
     """The messages a page announces: role "alert" for errors, "status" for successes."""
     return [html.unescape(m) for m in re.findall(rf'role="{role}"[^>]*>([^<]*)<', page)]

@@ -122,3 +122,27 @@ def test_copy_hides_passwords_in_errors(project, runner, source_url):
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert "s3cret" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        # Refused: nothing listens on port 1.
+        "postgresql+psycopg://blog:hunter2@127.0.0.1:1/blog?password=hunter2",
+        "mysql+pymysql://blog@127.0.0.1:1/blog?passwd=hunter2&charset=utf8mb4",
+    ],
+)
+def test_copy_never_prints_a_password(project, runner, source_url, target):
+    result = runner(project / "run.py", "copy", source_url, target)
+    assert result.returncode == 1
+    assert "127.0.0.1:1/blog" in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_copy_never_prints_a_password_when_it_works(project, runner, source_url, database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("only PostgreSQL's driver takes ?password= beside trust authentication")
+    result = runner(project / "run.py", "copy", source_url, database_url + "?password=hunter2")
+    assert result.returncode == 0, result.stderr
+    assert f"to {database_url}\n" in result.stdout
+    assert "hunter2" not in result.stdout + result.stderr

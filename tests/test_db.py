@@ -61,8 +61,8 @@ def test_init_backs_up_sqlite_but_never_drops_a_servers_tables(app, backend):
     else:
         with pytest.raises(
             DatabaseProblem,
-            match=r"already has tables \(alembic_version, post, "
-            r"user\); drop them yourself after a backup",
+            match=r"already has tables \(alembic_version, login_failure, post, user, "
+            r"user_session\); drop them yourself after a backup",
         ):
             init_db(engine, migration_scripts(app))
         assert rows(engine) == before

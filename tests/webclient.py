@@ -17,8 +17,9 @@ class Browser:
 
     def __init__(self, base_url):
         self.base_url = base_url
+        self.cookies = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), NoRedirect()
+            urllib.request.HTTPCookieProcessor(self.cookies), NoRedirect()
         )
         self.token = None
 

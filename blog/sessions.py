@@ -1,0 +1,94 @@
+"""Who is logged in: a row per logged-in browser, and its token in the signed cookie.
+
+Django's model. The cookie holds a random token whose hash names a
+user_session row, and a hash of the account's password hash. Logging out
+deletes the row, so a saved cookie never works again. A new database (`run.py
+init`, a downgrade) has no rows, and a deleted account takes its rows with it,
+so a cookie never logs in as whoever gets the same id next. Changing the
+password changes the hash the cookie must match, which ends every other
+session even where the row survived.
+
+A session ends after SESSION_IDLE_SECONDS without a request (Flask refuses a
+cookie signed longer ago than PERMANENT_SESSION_LIFETIME, and signs it anew on
+each request) and SESSION_MAX_SECONDS after login, however busy.
+"""
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+
+from flask import current_app, session
+from sqlalchemy import bindparam, delete, select
+from sqlalchemy.orm import joinedload
+
+from .db import get_db
+from .models import User, UserSession, utcnow
+
+SESSION_WITH_TOKEN = (
+    select(UserSession)
+    .options(joinedload(UserSession.user))
+    .where(UserSession.token_hash == bindparam("token_hash"))
+    .where(UserSession.created > bindparam("oldest"))
+)
+
+
+def token_hash(token: str) -> str:
+    # Only the hash is stored: a copy of the database logs nobody in.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def password_mark(user: User) -> str:
+    """What the cookie must hold of the account's password hash (Django's session auth hash)."""
+    key = current_app.secret_key
+    assert isinstance(key, str | bytes)
+    key_bytes = key.encode() if isinstance(key, str) else key
+    return hmac.new(key_bytes, user.password_hash.encode(), hashlib.sha256).hexdigest()
+
+
+def logged_in_user() -> User | None:
+    """The account this request's cookie was issued to, if that session is still on."""
+    token = session.get("token")
+    if not isinstance(token, str):
+        return None
+    oldest = utcnow() - timedelta(seconds=current_app.config["SESSION_MAX_SECONDS"])
+    row = get_db().scalar(SESSION_WITH_TOKEN, {"token_hash": token_hash(token), "oldest": oldest})
+    if row is None or not hmac.compare_digest(
+        session.get("password_mark", ""), password_mark(row.user)
+    ):
+        session.clear()  # the next response drops the cookie
+        return None
+    return row.user
+
+
+def start_session(user: User) -> None:
+    """Log the user in on this browser; the caller commits."""
+    db = get_db()
+    # Sessions past their lifetime log nobody in: clear them out now and then.
+    oldest = utcnow() - timedelta(seconds=current_app.config["SESSION_MAX_SECONDS"])
+    db.execute(delete(UserSession).where(UserSession.created <= oldest))
+    token = secrets.token_urlsafe(32)
+    db.add(UserSession(token_hash=token_hash(token), user=user))
+    session.clear()  # nothing from before the login carries over
+    session.permanent = True  # the cookie lasts PERMANENT_SESSION_LIFETIME, the idle timeout
+    session["token"] = token
+    session["password_mark"] = password_mark(user)
+
+
+def end_session() -> None:
+    """Log this browser out for good; the caller commits."""
+    token = session.get("token")
+    if isinstance(token, str):
+        get_db().execute(delete(UserSession).where(UserSession.token_hash == token_hash(token)))
+    session.clear()
+
+
+def end_other_sessions(user: User) -> None:
+    """After a password change: log the account out everywhere but here; the caller commits."""
+    token = session.get("token")
+    get_db().execute(
+        delete(UserSession)
+        .where(UserSession.user_id == user.id)
+        .where(UserSession.token_hash != token_hash(token if isinstance(token, str) else ""))
+    )
+    session["password_mark"] = password_mark(user)

@@ -1,0 +1,266 @@
+"""Accounts as a trusted site keeps them, through the test client."""
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+from flask import g
+from sqlalchemy import delete, insert, text, update
+from werkzeug.security import generate_password_hash
+
+from blog import create_app, instance_secret_key
+from blog.db import get_db
+from blog.models import LoginFailure, Post, User, UserSession, utcnow
+
+from .conftest import PASSWORD, PASSWORD_HASH, AuthActions, count_rows, flashes, shows_logged_in
+
+
+def logged_in_as(client) -> str | None:
+    with client:
+        client.get("/")
+        return g.user.username if g.user else None
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "message"),
+    [
+        ("alice", "alice", "Password must be 8 to 200 characters long."),
+        ("alice123", "alice123", "Password must not contain the username."),
+        ("alice", "my name is ALICE", "Password must not contain the username."),
+        ("alice", "Password123", "Password is one of the most common passwords; choose another."),
+        ("alice", "qwertyuiop", "Password is one of the most common passwords; choose another."),
+    ],
+)
+def test_register_refuses_weak_passwords(app, auth, username, password, message):
+    response = auth.post("/auth/register", {"username": username, "password": password})
+    assert response.status_code == 400
+    assert message in flashes(response.get_data(as_text=True), "alert")
+    assert count_rows(app, User) == 2
+
+
+def test_the_forms_state_the_password_rules(client, auth):
+    rules = "not containing the username, and not one of the most common passwords"
+    assert rules in client.get("/auth/register").get_data(as_text=True)
+    auth.login()
+    assert rules in client.get("/auth/password").get_data(as_text=True)
+
+
+def test_login_ignores_the_case_of_the_name(client, auth):
+    assert auth.login("TeSt").status_code == 302
+    assert logged_in_as(client) == "test"
+
+
+def test_a_cookie_is_refused_once_its_account_is_gone(app, client, auth):
+    auth.login()
+    with app.app_context():
+        db = get_db()
+        db.execute(update(Post).where(Post.author_id == 1).values(author_id=None))
+        db.execute(delete(User).where(User.id == 1))
+        db.commit()
+        assert db.scalar(text("SELECT count(*) FROM user_session")) == 0
+    assert logged_in_as(client) is None
+
+
+def test_a_cookie_never_logs_in_whoever_gets_the_same_id(app, client, auth, backend):
+    auth.login()
+    with app.app_context():
+        db = get_db()
+        # As the database's own tools might: the row goes, its session rows stay,
+        # and a new account takes the same id.
+        db.execute(
+            update(User)
+            .where(User.id == 1)
+            .values(username="someone", password_hash=generate_password_hash("someone's own"))
+        )
+        db.commit()
+    assert logged_in_as(client) is None
+
+
+def test_sessions_end_after_their_lifetime(app, client, auth):
+    auth.login()
+    with app.app_context():
+        db = get_db()
+        lifetime = timedelta(seconds=app.config["SESSION_MAX_SECONDS"])
+        db.execute(update(UserSession).values(created=utcnow() - lifetime))
+        db.commit()
+    assert logged_in_as(client) is None
+
+
+def test_change_password_ends_other_sessions(app, client, auth):
+    other = app.test_client()
+    AuthActions(other).login()
+    auth.login()
+    response = auth.post(
+        "/auth/password", {"current_password": PASSWORD, "new_password": "a brand new secret"}
+    )
+    assert response.status_code == 302
+    page = client.get("/").get_data(as_text=True)
+    assert flashes(page, "status") == [
+        "Password changed. Every other session of yours is logged out."
+    ]
+    assert shows_logged_in(page, "test")
+    assert logged_in_as(other) is None
+    assert count_rows(app, UserSession) == 1
+
+    auth.logout()
+    assert auth.login("test", PASSWORD).status_code == 401
+    assert auth.login("test", "a brand new secret").status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("current", "new", "status", "message"),
+    [
+        ("wrong password", "a brand new secret", 401, "The current password is not right."),
+        (PASSWORD, "test1234", 400, "Password must not contain the username."),
+        (PASSWORD, "short", 400, "Password must be 8 to 200 characters long."),
+    ],
+)
+def test_change_password_refuses(app, client, auth, current, new, status, message):
+    auth.login()
+    response = auth.post("/auth/password", {"current_password": current, "new_password": new})
+    assert response.status_code == status
+    assert message in flashes(response.get_data(as_text=True), "alert")
+    auth.logout()
+    assert auth.login().status_code == 302  # the old password still works
+
+
+def test_change_password_needs_a_login(client):
+    response = client.get("/auth/password")
+    assert response.headers["Location"] == "/auth/login"
+
+
+def test_five_failures_for_a_name_then_429_until_the_window_passes(app, client, auth):
+    for _ in range(5):
+        assert auth.login("test", "wrong password").status_code == 401
+    refused = auth.login("test", PASSWORD)
+    assert refused.status_code == 429
+    assert 890 <= int(refused.headers["Retry-After"]) <= 900
+    assert "Too many failed logins" in refused.get_data(as_text=True)
+    assert auth.login("other", PASSWORD).status_code == 302  # another name is not held up
+    with app.app_context():
+        db = get_db()
+        db.execute(update(LoginFailure).values(created=utcnow() - timedelta(minutes=15)))
+        db.commit()
+    assert auth.login("TEST", PASSWORD).status_code == 302
+
+
+def test_a_success_clears_the_names_failures(client, auth):
+    for _ in range(4):
+        auth.login("test", "wrong password")
+    assert auth.login().status_code == 302
+    auth.logout()
+    for _ in range(5):
+        assert auth.login("test", "wrong password").status_code == 401
+    assert auth.login().status_code == 429
+
+
+def test_twenty_failures_from_one_address_then_429(app, client, auth):
+    for n in range(20):
+        assert auth.login(f"nobody{n}", "wrong password").status_code == 401
+    refused = auth.login("test", PASSWORD)
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) > 0
+    elsewhere = app.test_client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "192.0.2.7"
+    assert AuthActions(elsewhere).login().status_code == 302
+
+
+def test_an_unknown_name_costs_a_password_check(client, auth, monkeypatch):
+    checked = []
+
+    def check(password_hash, password):
+        checked.append(password)
+        return False
+
+    monkeypatch.setattr("blog.auth.check_password_hash", check)
+    assert auth.login("nobody", "some password").status_code == 401
+    assert auth.login("test", "other password").status_code == 401
+    assert checked == ["some password", "other password"]
+
+
+def test_every_response_carries_the_security_headers(app, client, auth):
+    auth.login()
+    responses = [
+        client.get("/"),
+        client.get("/post/2"),
+        client.get("/post/999"),
+        client.get("/static/style.css"),
+        client.post("/create", data={"title": "no token"}),
+        auth.post("/auth/logout"),
+    ]
+    for response in responses:
+        policy = response.headers["Content-Security-Policy"]
+        assert "unsafe-inline" not in policy and "frame-ancestors 'none'" in policy
+        assert "default-src 'self'" in policy
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["Referrer-Policy"] == "same-origin"
+
+
+@pytest.mark.parametrize(("setting", "secure"), [("1", True), (None, False)])
+def test_secure_cookies_setting(database_url, app, monkeypatch, setting, secure):
+    if setting is None:
+        monkeypatch.delenv("BLOG_SECURE_COOKIES", raising=False)
+    else:
+        monkeypatch.setenv("BLOG_SECURE_COOKIES", setting)
+    blog = create_app({"DATABASE_URL": database_url, "SECRET_KEY": "test"})
+    response = AuthActions(blog.test_client()).login()
+    assert ("; Secure" in response.headers["Set-Cookie"]) is secure
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "1.5"])
+def test_session_settings_refuse_what_is_not_a_number_of_seconds(project, runner, value):
+    result = runner(project / "run.py", "init", env={"BLOG_SESSION_IDLE_SECONDS": value})
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: BLOG_SESSION_IDLE_SECONDS must be a whole number of seconds, not {value!r}"
+    )
+
+
+@pytest.mark.sqlite_only
+def test_failed_logins_are_kept_in_the_database(app, auth, backend):
+    auth.login("Nobody", "wrong password")
+    with app.app_context():
+        rows = get_db().execute(text("SELECT username_key, address FROM login_failure")).all()
+    assert rows == [("nobody", "127.0.0.1")]
+
+
+def test_secret_key_file_appears_whole_to_processes_starting_together(tmp_path):
+    instance = tmp_path / "instance"
+    # Each process imports the blog, then waits for the same moment to start.
+    # Making a key is slowed down, as a loaded machine or a slow disk would.
+    read_key = (
+        "import secrets, sys, time; from pathlib import Path; "
+        "from blog import instance_secret_key; "
+        "make = secrets.token_hex; "
+        "secrets.token_hex = lambda n: time.sleep(0.5) or make(n); "
+        "time.sleep(max(0, float(sys.argv[2]) - time.time())); "
+        "print(instance_secret_key(Path(sys.argv[1])))"
+    )
+    start = str(time.time() + 3)
+    starters = [
+        subprocess.Popen(
+            [sys.executable, "-c", read_key, str(instance), start],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=os.path.dirname(os.path.dirname(__file__)),
+        )
+        for _ in range(30)
+    ]
+    keys = {starter.communicate(timeout=60)[0].strip() for starter in starters}
+    assert len(keys) == 1 and len(keys.pop()) == 64
+    assert os.listdir(instance) == ["secret_key"]  # no draft left behind
+    assert stat.S_IMODE((instance / "secret_key").stat().st_mode) == 0o600
+    assert instance_secret_key(instance) == (instance / "secret_key").read_text()
+
+
+def test_users_made_before_the_upgrade_still_log_in(app, client):
+    with app.app_context():
+        db = get_db()
+        db.execute(insert(User), [{"username": "Early.Bird", "password_hash": PASSWORD_HASH}])
+        db.commit()
+    assert AuthActions(client).login("early.bird", PASSWORD).status_code == 302

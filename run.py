@@ -89,18 +89,21 @@ def server_options(host: str, port: int, workers: int, threads: int) -> dict:
 
 
 def serve(app, host: str, port: int, debug: bool, workers: int, threads: int) -> None:
-    check_database(app.extensions["db_engine"], migration_scripts(app))
+    check_database(app.extensions["db_read_engine"], migration_scripts(app))
     if debug:
         app.run(host=host, port=port, debug=True, request_handler=VersionlessRequestHandler)
         return
     # The workers fork from this process: none may inherit its connections.
     app.extensions["db_engine"].dispose()
-    WSGIServer(create_app, server_options(host, port, workers, threads)).run()
+    # Checked above, once: a worker that failed the check would stop the server.
+    WSGIServer(
+        lambda: create_app({"CHECK_DATABASE": False}), server_options(host, port, workers, threads)
+    ).run()
 
 
 def check(app) -> int:
     engine = app.extensions["db_engine"]
-    differences = schema_differences(engine)
+    differences = schema_differences(app.extensions["db_read_engine"])
     for difference in differences:
         print(difference)
     if differences:

@@ -61,7 +61,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.after_request(headers.add_security_headers)
     db.init_app(app)
     if app.config["CHECK_DATABASE"]:
-        check_database(app.extensions["db_engine"], migration_scripts(app))
+        check_database(app.extensions["db_read_engine"], migration_scripts(app))
     app.register_blueprint(auth.bp)
     app.register_blueprint(posts.bp)
     # After auth's before_app_request has loaded the user: the page refusing a

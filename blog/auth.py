@@ -8,6 +8,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from .csrf import SAFE_METHODS
 from .db import get_db
 from .models import USERNAME_MAX_LENGTH, User
 from .sessions import end_other_sessions, end_session, logged_in_user, start_session
@@ -64,10 +65,18 @@ def account_rules() -> dict:
 @bp.before_app_request
 def load_logged_in_user() -> None:
     g.user = logged_in_user()
+    if request.method not in SAFE_METHODS:
+        # On SQLite this read began with the write lock: let it go, so that a
+        # view takes the lock again only when it is ready to write.
+        get_db().commit()
 
 
 def account_errors(username: str, password: str) -> list[str]:
     """Everything wrong with a new account's name and password, to show at once."""
+    return username_errors(username) + password_errors(username, password)
+
+
+def username_errors(username: str) -> list[str]:
     errors = []
     if not USERNAME_MIN_LENGTH <= len(username) <= USERNAME_MAX_LENGTH:
         errors.append(
@@ -75,7 +84,7 @@ def account_errors(username: str, password: str) -> list[str]:
         )
     if username and not USERNAME_PATTERN.fullmatch(username):
         errors.append("Username may contain only letters, digits, '_', '.' and '-'.")
-    return errors + password_errors(username, password)
+    return errors
 
 
 def password_errors(username: str, password: str) -> list[str]:
@@ -125,9 +134,12 @@ def login():
         return render_template("auth/login.html", username=request.args.get("username", ""))
     username = request.form.get("username", "")
     password = request.form.get("password", "")
-    attempt = record_attempt(username)  # 429 after too many failures
+    # A name no account can have is looked up nowhere, and its failures
+    # count under "" (and against the address).
+    key = "" if username_errors(username) else username.lower()
+    attempt = record_attempt(key)  # 429 after too many failures
     db = get_db()
-    user = db.scalar(USER_NAMED_IN_ANY_CASE, {"username_key": username.lower()})
+    user = db.scalar(USER_NAMED_IN_ANY_CASE, {"username_key": key}) if key else None
     # End the transaction before the slow password check, so that it never
     # runs while this request holds the write lock.
     db.commit()
@@ -163,7 +175,7 @@ def change_password():
         for error in errors:
             flash(error, "error")
         return render_template("auth/password.html"), 400
-    attempt = record_attempt(user.username)  # guessing through this form is throttled too
+    attempt = record_attempt(user.username.lower())  # guessing here is throttled too
     if not check_password_hash(user.password_hash, current):
         flash("The current password is not right.", "error")
         return render_template("auth/password.html"), 401

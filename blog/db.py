@@ -60,10 +60,10 @@ def shown(url: str | URL) -> str:
 
 def sqlite_path(url: str) -> Path | None:
     """The file behind a SQLite URL; None for a database server or memory."""
-    database = make_url(url).database
-    if make_url(url).get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
-    return Path(database).resolve()
+    return Path(parsed.database).resolve()
 
 
 def create_db_engine(url: str) -> Engine:

@@ -6,7 +6,7 @@ SECURITY_HEADERS = {
     # Scripts, styles, images and forms from the blog itself only: no inline
     # script or style, so injected markup cannot run.
     "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "default-src 'self'; object-src 'none'; base-uri 'none'; "
         "form-action 'self'; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",

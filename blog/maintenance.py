@@ -160,7 +160,9 @@ def restore_db(engine: Engine, source: Path) -> Path | None:
                     for _, _, sql in schema:
                         connection.exec_driver_sql(sql)
                     for type_, name, _ in schema:
-                        if type_ == "table":
+                        # Sessions are the live database's: a restored backup
+                        # must not bring back one that has logged out since.
+                        if type_ == "table" and name not in ("user_session", "login_failure"):
                             columns = stored_columns(connection, name)
                             connection.exec_driver_sql(
                                 f'INSERT INTO main."{name}" ({columns}) '

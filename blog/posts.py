@@ -1,5 +1,5 @@
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from flask import (
     Blueprint,
@@ -15,7 +15,7 @@ from flask import (
 from sqlalchemy import BigInteger, Select, bindparam, select
 from sqlalchemy.orm import joinedload
 
-from .auth import login_required
+from .auth import USER_NAMED_IN_ANY_CASE, login_required
 from .db import get_db
 from .models import BODY_MAX_BYTES, MAX_ID, TITLE_MAX_LENGTH, Post, User
 
@@ -53,7 +53,6 @@ def listing(*criteria) -> Listing:
 
 ALL_POSTS = listing()
 AUTHORS_POSTS = listing(Post.author_id == bindparam("author_id"))
-USER_NAMED = select(User).where(User.username == bindparam("username"))
 POST_WITH_ID = (
     select(Post)
     .options(joinedload(Post.author))
@@ -161,15 +160,19 @@ def detail(id: int):
 
 @bp.route("/users")
 def users():
-    users = get_db().scalars(select(User).order_by(User.username)).all()
+    users = get_db().scalars(select(User).order_by(User.username_key)).all()
     return render_template("posts/users.html", users=users)
 
 
 @bp.route("/users/<username>")
 def user(username: str):
-    author = get_db().scalar(USER_NAMED, {"username": username})
+    author = get_db().scalar(USER_NAMED_IN_ANY_CASE, {"username_key": username.lower()})
     if author is None:
         abort(404, f"There is no user {username!r}.")
+    if author.username != username:
+        # /users/ALICE is alice's page, at the one address it has.
+        query: dict[str, Any] = request.args.to_dict()  # ?before= or ?after=
+        return redirect(url_for("posts.user", username=author.username, **query), 301)
     page = page_of_posts(AUTHORS_POSTS, author_id=author.id)
     return render_template("posts/user.html", author=author, **page._asdict())
 

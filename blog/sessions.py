@@ -56,7 +56,10 @@ def logged_in_user() -> User | None:
     if row is None or not hmac.compare_digest(
         session.get("password_mark", ""), password_mark(row.user)
     ):
-        session.clear()  # the next response drops the cookie
+        # Forget the login, not the form token: a form sent from a page of
+        # the ended session goes on to ask for a login, not fail its CSRF check.
+        session.pop("token", None)
+        session.pop("password_mark", None)
         return None
     return row.user
 

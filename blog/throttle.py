@@ -6,9 +6,10 @@ address MAX_FAILURES_PER_ADDRESS times; further tries get 429 Too Many Requests
 with Retry-After, until the oldest failure leaves the window. A successful
 login clears its name's failures.
 
-An attempt is written down as a failure before its password is checked, and
-counted only if it is among the first few: two processes checking at once
-never let one try too many through.
+An attempt is committed as a failure before it is counted, and it counts
+every failure committed by then, its own and any that came in meanwhile. So
+tries at the same moment, in any process, can never let more than the limit
+through; at worst a few more of them are refused.
 """
 
 import math
@@ -16,6 +17,7 @@ from datetime import datetime, timedelta
 
 from flask import request
 from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy.orm import InstrumentedAttribute
 from werkzeug.exceptions import TooManyRequests
 
 from .db import get_db
@@ -25,35 +27,45 @@ MAX_FAILURES_PER_NAME = 5
 MAX_FAILURES_PER_ADDRESS = 20
 LOGIN_WINDOW = timedelta(minutes=15)
 
-# Of the failures in the window up to this attempt: how many, and the oldest.
-FAILURES_BY_NAME, FAILURES_FROM_ADDRESS = (
-    select(func.count(), func.min(LoginFailure.created))
-    .where(column == bindparam("value"))
-    .where(LoginFailure.created > bindparam("since"))
-    .where(LoginFailure.id <= bindparam("attempt"))
-    for column in (LoginFailure.username_key, LoginFailure.address)
-)
+
+def failures_within_window(column: InstrumentedAttribute[str]) -> tuple:
+    """The statements that clear out, and count, a name's or an address's failures."""
+    mine = column == bindparam("value")
+    clear_out = delete(LoginFailure).where(mine, LoginFailure.created <= bindparam("since"))
+    count = select(func.count(), func.min(LoginFailure.created)).where(
+        mine, LoginFailure.created > bindparam("since")
+    )
+    return clear_out, count
 
 
-def record_attempt(username: str) -> LoginFailure:
-    """Write this login attempt down as a failure, or refuse it with 429."""
+BY_NAME = failures_within_window(LoginFailure.username_key)
+FROM_ADDRESS = failures_within_window(LoginFailure.address)
+
+
+def record_attempt(username_key: str) -> LoginFailure:
+    """Write this login attempt down as a failure, or refuse it with 429.
+
+    username_key is the name in lower case, or "" for one that no account can
+    have (failures then count against the address alone, in effect).
+    """
     db = get_db()
     now = utcnow()
     since = now - LOGIN_WINDOW
-    db.execute(delete(LoginFailure).where(LoginFailure.created <= since))
+    # The longest IPv6 address in text fits; a zone index ("%eth0") may not.
     attempt = LoginFailure(
-        username_key=username.lower(), address=request.remote_addr or "", created=now
+        username_key=username_key, address=(request.remote_addr or "")[:45], created=now
     )
+    checks = (
+        (BY_NAME, attempt.username_key, MAX_FAILURES_PER_NAME),
+        (FROM_ADDRESS, attempt.address, MAX_FAILURES_PER_ADDRESS),
+    )
+    for (clear_out, _), value, _ in checks:
+        db.execute(clear_out, {"value": value, "since": since})
     db.add(attempt)
-    db.flush()  # its id: the attempts before it are the ones that count
-    for query, value, limit in (
-        (FAILURES_BY_NAME, attempt.username_key, MAX_FAILURES_PER_NAME),
-        (FAILURES_FROM_ADDRESS, attempt.address, MAX_FAILURES_PER_ADDRESS),
-    ):
-        count, oldest = db.execute(
-            query, {"value": value, "since": since, "attempt": attempt.id}
-        ).one()
-        if count > limit:
+    db.commit()
+    for (_, count), value, limit in checks:
+        failures, oldest = db.execute(count, {"value": value, "since": since}).one()
+        if failures > limit:
             db.delete(attempt)  # a refused try is not a guess
             db.commit()
             raise TooManyRequests(

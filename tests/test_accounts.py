@@ -8,15 +8,24 @@ import time
 from datetime import timedelta
 
 import pytest
+from alembic import command
 from flask import g
-from sqlalchemy import delete, insert, text, update
+from sqlalchemy import MetaData, Table, delete, text, update
 from werkzeug.security import generate_password_hash
 
 from blog import create_app, instance_secret_key
 from blog.db import get_db
 from blog.models import LoginFailure, Post, User, UserSession, utcnow
 
-from .conftest import PASSWORD, PASSWORD_HASH, AuthActions, count_rows, flashes, shows_logged_in
+from .conftest import (
+    ADD_AUTHOR,
+    PASSWORD,
+    PASSWORD_HASH,
+    AuthActions,
+    count_rows,
+    flashes,
+    shows_logged_in,
+)
 
 
 def logged_in_as(client) -> str | None:
@@ -258,9 +267,62 @@ def test_secret_key_file_appears_whole_to_processes_starting_together(tmp_path):
     assert instance_secret_key(instance) == (instance / "secret_key").read_text()
 
 
-def test_users_made_before_the_upgrade_still_log_in(app, client):
+def test_users_made_before_the_upgrade_still_log_in(alembic_cfg, legacy_db, database_url):
+    command.upgrade(alembic_cfg, ADD_AUTHOR)
+    user = Table("user", MetaData(), autoload_with=legacy_db)
+    with legacy_db.begin() as connection:
+        connection.execute(
+            user.insert(),
+            {"username": "Early.Bird", "password_hash": PASSWORD_HASH, "created": utcnow()},
+        )
+    command.upgrade(alembic_cfg, "head")
+    blog = create_app({"DATABASE_URL": database_url, "SECRET_KEY": "test"})
+    assert AuthActions(blog.test_client()).login("early.bird", PASSWORD).status_code == 302
+
+
+def test_a_form_from_an_ended_session_asks_for_a_login(app, client, auth):
+    auth.login()
+    token = auth.csrf_token()
     with app.app_context():
         db = get_db()
-        db.execute(insert(User), [{"username": "Early.Bird", "password_hash": PASSWORD_HASH}])
+        db.execute(delete(UserSession))  # logged out elsewhere, say
         db.commit()
-    assert AuthActions(client).login("early.bird", PASSWORD).status_code == 302
+    response = client.post("/create", data={"title": "t", "body": "b", "csrf_token": token})
+    assert response.headers["Location"] == "/auth/login"
+
+
+@pytest.mark.parametrize("username", ["x" * 500, "nul\x00name", "a b"])
+def test_login_with_a_name_nobody_can_have_is_a_plain_failure(app, auth, username):
+    response = auth.login(username, "some password")
+    assert response.status_code == 401
+    assert flashes(response.get_data(as_text=True), "alert") == ["Incorrect username or password."]
+    assert count_rows(app, LoginFailure) == 1
+
+
+def test_guessing_through_the_password_form_is_throttled_too(client, auth):
+    auth.login()
+    for _ in range(5):
+        response = auth.post(
+            "/auth/password", {"current_password": "a guess", "new_password": "a brand new secret"}
+        )
+        assert response.status_code == 401
+    response = auth.post(
+        "/auth/password", {"current_password": PASSWORD, "new_password": "a brand new secret"}
+    )
+    assert response.status_code == 429
+
+
+@pytest.mark.sqlite_only  # restore works on SQLite files
+def test_a_restored_backup_brings_back_no_session(app, client, auth, project, runner):
+    auth.login()
+    cookie = client.get_cookie("session").value
+    database = app.config["DATABASE_URL"].removeprefix("sqlite:///")
+    env = {"BLOG_DATABASE_URL": app.config["DATABASE_URL"]}
+    assert runner(project / "run.py", "init", env=env).returncode == 0  # backs it up
+    restored = runner(project / "run.py", "restore", f"{database}.bak", env=env)
+    assert restored.returncode == 0, restored.stderr
+    assert count_rows(app, User) == 2
+    assert count_rows(app, UserSession) == 0
+    replay = app.test_client()
+    replay.set_cookie("session", cookie)
+    assert logged_in_as(replay) is None

@@ -38,6 +38,15 @@ def add_data(engine):
                 ],
             )
             author_ids += connection.scalars(select(user.c.id)).all()
+        if "user_session" in tables.tables:
+            connection.execute(
+                tables.tables["user_session"].insert(),
+                {"token_hash": f"{n:064x}", "user_id": author_ids[-1], "created": datetime.now()},
+            )
+            connection.execute(
+                tables.tables["login_failure"].insert(),
+                {"username_key": f"writer{n}-0", "address": "::1", "created": datetime.now()},
+            )
         posts = [
             {"title": "Ünïcödé ✓ 日本語 🎉", "body": "Ça va? " * 8_000},  # 64,000 bytes
             {"title": "x" * 200, "body": "the largest allowed title"},

@@ -17,7 +17,7 @@ from .snapshot import rows
 def test_database_mid_migration_gives_503_and_writes_nothing(app, client, auth, alembic_cfg):
     auth.login()
     token = auth.csrf_token()
-    command.downgrade(alembic_cfg, "-1")  # the blog's code now expects a column that is gone
+    command.downgrade(alembic_cfg, "-1")  # the blog now expects tables and a column that are gone
 
     for response in (
         client.get("/"),

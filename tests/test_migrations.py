@@ -207,7 +207,8 @@ def test_check_command_finds_the_models_in_a_database_made_either_way(
     )
     assert "differs from the models in 11 ways" in result.stderr
 
-    assert runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head", env=env)
+    upgrade = runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head", env=env)
+    assert upgrade.returncode == 0, upgrade.stderr
     result = runner(project / "run.py", "check", env=env)
     assert (result.returncode, result.stdout.strip()) == (
         0,

@@ -433,3 +433,10 @@ def test_favicon_is_served_where_browsers_look(client, path):
     assert response.mimetype == "image/svg+xml"
     assert response.get_data(as_text=True).startswith("<svg")
     response.close()
+
+
+def test_a_users_page_answers_to_any_case_of_the_name(client):
+    response = client.get("/users/TEST?before=5")
+    assert response.status_code == 301
+    assert response.headers["Location"] == "/users/test?before=5"
+    assert client.get("/users/nobody").status_code == 404

@@ -20,6 +20,8 @@ def counts(app):
         ("/post/2/update", {"title": "t", "body": "b"}),
         ("/post/2/delete", {}),
         ("/auth/logout", {}),
+        ("/auth/login", {"username": "other", "password": "correct horse"}),
+        ("/auth/password", {"current_password": "correct horse", "new_password": "new secret"}),
     ],
 )
 def test_form_without_a_valid_csrf_token_is_refused(app, client, auth, path, data, token):

@@ -76,7 +76,8 @@ class Crowd:
             title = f"writer{n} post {i}"
             status, headers, _ = browser.request("/create", {"title": title, "body": "text"})
             if status == 302 and headers["Location"].endswith("/auth/login"):
-                browser.sign_up(f"writer{n}")  # the account went with a recreated database
+                # The session or the account went with a migration or a recreated database.
+                browser.sign_up(f"writer{n}")
             with self.lock:
                 self.responses.append((status, headers.get("Retry-After")))
                 if status == 302 and "/post/" in headers["Location"]:

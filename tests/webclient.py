@@ -2,6 +2,7 @@
 
 import http.cookiejar
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,9 +34,14 @@ class Browser:
         except urllib.error.HTTPError as error:
             return error.code, error.headers, error.read().decode()
 
-    def open_form(self, path):
-        page = self.request(path)[2]
-        self.token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    def open_form(self, path, seconds=30):
+        """Keep the token of the form at path, asking again while the blog answers
+        without one (a 503 while a migration runs)."""
+        deadline = time.monotonic() + seconds
+        while not (token := re.search(r'name="csrf_token" value="([^"]+)"', self.request(path)[2])):
+            assert time.monotonic() < deadline, f"no form at {path}"
+            time.sleep(0.1)
+        self.token = token.group(1)
 
     def sign_up(self, username):
         self.open_form("/auth/register")

@@ -35,7 +35,7 @@ from blog.maintenance import init_db, migration_scripts
 from run import DEFAULT_THREADS, DEFAULT_WORKERS
 
 from .conftest import PROJECT
-from .test_run import free_port, wait_for_page
+from .server import serving
 from .webclient import Browser
 
 POSTS = 10_000
@@ -88,27 +88,6 @@ def build_database(path: Path) -> None:
             "VALUES (?, ?, '2024-01-01 12:00:00', ?)",
             ((f"Post number {n}", f"Body of post {n}. " * 20, n % USERS + 1) for n in range(POSTS)),
         )
-
-
-@contextlib.contextmanager
-def server(command: list, env: dict, log: Path):
-    """A server process, up once it answers, stopped (workers and all) at the end."""
-    port = free_port()
-    with open(log, "w") as output:
-        process = subprocess.Popen(
-            [*map(str, command), str(port)],
-            cwd=PROJECT,
-            env={**os.environ, **env},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_page(base_url + "/")
-        yield base_url
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def wrk(url: str, clients: int, seconds: int, report: Path) -> dict:
@@ -233,9 +212,9 @@ def measure(database: Path, seconds: int, repeat: int, work: Path) -> dict:
     pages = {"/": "/", "/post/<id>": f"/post/{post_id}", "/users/<name>": "/users/user1"}
     results = {}
     with (
-        server([sys.executable, "run.py", "--port"], env, work / "blog.log") as blog,
-        server(
-            [sys.executable, "-m", "tests.flaskr_baseline"], env, work / "baseline.log"
+        serving([sys.executable, "run.py", "--port"], work / "blog.log", env, PROJECT) as blog,
+        serving(
+            [sys.executable, "-m", "tests.flaskr_baseline"], work / "baseline.log", env, PROJECT
         ) as baseline,
     ):
         rounds = []

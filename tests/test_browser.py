@@ -26,7 +26,7 @@ from blog.db import create_db_engine
 from blog.models import Post, User
 
 from .conftest import PASSWORD, PASSWORD_HASH, PROJECT
-from .test_run import free_port, wait_for_page
+from .server import serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -141,21 +141,9 @@ def blog(tmp_path_factory) -> Iterator[str]:
     )
     assert init.returncode == 0, init.stderr
     seed(database_url)
-    port = free_port()
-    with open(folder / "server.log", "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, PROJECT / "run.py", "--port", str(port), "--workers", "2"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_page(base_url + "/")
+    command = [sys.executable, PROJECT / "run.py", "--workers", "2", "--port"]
+    with serving(command, folder / "server.log", env) as base_url:
         yield base_url
-    finally:
-        server.terminate()
-        server.wait(40)
 
 
 @pytest.fixture(scope="module", autouse=True)

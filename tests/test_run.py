@@ -1,17 +1,12 @@
-import os
-import signal
-import socket
 import sqlite3
-import subprocess
 import sys
-import time
-import urllib.request
 from datetime import datetime
 
 import pytest
 from sqlalchemy import create_engine
 
 from .legacy import make_legacy_database
+from .server import free_port, serving, wait_for_page
 
 LEGACY_POSTS = [
     {"title": "Old post", "body": "From before migrations.", "created": datetime(2020, 1, 1)}
@@ -190,12 +185,6 @@ def test_blog_database_url_overrides_alembic_ini_for_both(project, runner, tmp_p
     assert not (project / "blog.db").exists()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_serves_the_blog(project, runner):
     make_legacy_blog(project / "blog.db")
     runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head")
@@ -220,32 +209,7 @@ def test_serve_debug_runs_flasks_debugger(project, runner):
 
 def serve(project, *options):
     """The index page that `python run.py` serves, and what it printed meanwhile."""
-    port = free_port()
-    with open(project / "server.log", "w") as log:
-        # A session of its own: --debug's reloader serves from a child process.
-        server = subprocess.Popen(
-            [sys.executable, project / "run.py", "--port", str(port), *options],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        page = wait_for_page(f"http://127.0.0.1:{port}/")
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        # A worker that gunicorn forks just as the signal comes misses it and
-        # is killed after gunicorn's graceful timeout, 30 s.
-        server.wait(40)
+    command = [sys.executable, project / "run.py", *options, "--port"]
+    with serving(command, project / "server.log") as base_url:
+        page = wait_for_page(base_url + "/")
     return page, (project / "server.log").read_text()
-
-
-def wait_for_page(url, seconds=20):
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return response.read().decode()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)

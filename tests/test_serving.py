@@ -1,9 +1,7 @@
 """The blog keeps serving readers and writers while its database is migrated,
 backed up or recreated, and loses nothing it acknowledged."""
 
-import os
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -15,7 +13,8 @@ from sqlalchemy import create_engine, text
 from blog.maintenance import back_up
 
 from .conftest import REVISIONS
-from .test_run import free_port, titles, version, wait_for_page
+from .server import serving
+from .test_run import titles, version
 from .webclient import Browser
 
 WRITERS = 4
@@ -34,22 +33,10 @@ def served_blog(project, runner, blog_env):
     """The blog served by `python run.py` from a copy of the project."""
     result = runner(project / "run.py", "init", env=blog_env)
     assert result.returncode == 0, result.stderr
-    port = free_port()
     # A file, not a pipe: nobody reads the request log while the test runs.
-    with open(project / "server.log", "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, project / "run.py", "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **blog_env},
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_page(base_url + "/")
+    command = [sys.executable, project / "run.py", "--port"]
+    with serving(command, project / "server.log", blog_env) as base_url:
         yield base_url
-    finally:
-        server.terminate()
-        server.wait(40)  # gunicorn's graceful timeout, and then some
 
 
 class Crowd:

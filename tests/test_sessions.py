@@ -1,8 +1,6 @@
 """Session cookies against a real `python run.py`: saved, then replayed."""
 
-import os
-import signal
-import subprocess
+import contextlib
 import sys
 import time
 import urllib.request
@@ -10,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .test_run import free_port, wait_for_page
+from .server import serving
 from .webclient import Browser
 
 PASSWORD = "a long pass phrase"
@@ -19,29 +17,14 @@ PASSWORD = "a long pass phrase"
 @pytest.fixture
 def serve(project, runner):
     """Start `python run.py` on a new blog.db with the given settings; its base URL."""
-    servers = []
+    with contextlib.ExitStack() as servers:
 
-    def start(*options, **settings):
-        assert runner(project / "run.py", "init").returncode == 0
-        port = free_port()
-        with open(project / "server.log", "w") as log:
-            servers.append(
-                subprocess.Popen(
-                    [sys.executable, project / "run.py", "--port", str(port), *options],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, **settings},
-                    start_new_session=True,  # --debug serves from a child process
-                )
-            )
-        base_url = f"http://127.0.0.1:{port}"
-        wait_for_page(base_url + "/")
-        return base_url
+        def start(*options, **settings):
+            assert runner(project / "run.py", "init").returncode == 0
+            command = [sys.executable, project / "run.py", *options, "--port"]
+            return servers.enter_context(serving(command, project / "server.log", settings))
 
-    yield start
-    for server in servers:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(40)
+        yield start
 
 
 def logged_in(base_url: str, username: str, password: str = PASSWORD) -> Browser:

@@ -34,17 +34,23 @@ class Browser:
         except urllib.error.HTTPError as error:
             return error.code, error.headers, error.read().decode()
 
-    def open_form(self, path, seconds=30):
-        """Keep the token of the form at path, asking again while the blog answers
-        without one (a 503 while a migration runs)."""
-        deadline = time.monotonic() + seconds
-        while not (token := re.search(r'name="csrf_token" value="([^"]+)"', self.request(path)[2])):
-            assert time.monotonic() < deadline, f"no form at {path}"
-            time.sleep(0.1)
-        self.token = token.group(1)
+    def open_form(self, path) -> bool:
+        """Keep the token of the form at path; False if the page has none (a 503, a redirect)."""
+        token = re.search(r'name="csrf_token" value="([^"]+)"', self.request(path)[2])
+        if token:
+            self.token = token.group(1)
+        return token is not None
 
-    def sign_up(self, username):
-        self.open_form("/auth/register")
-        self.request("/auth/register", {"username": username, "password": "writer password"})
-        self.request("/auth/login", {"username": username, "password": "writer password"})
-        self.open_form("/create")
+    def sign_up(self, username, seconds=60):
+        """Register (or find the name taken), log in and open the new-post form,
+        starting again while a migration answers 503 or ends the session."""
+        account = {"username": username, "password": "writer password"}
+        deadline = time.monotonic() + seconds
+        while not (
+            self.open_form("/auth/register")
+            and self.request("/auth/register", account)[0] in (302, 409)
+            and self.request("/auth/login", account)[0] == 302
+            and self.open_form("/create")
+        ):
+            assert time.monotonic() < deadline, f"{username} could not sign up"
+            time.sleep(0.1)

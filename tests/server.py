@@ -1,0 +1,54 @@
+"""A server as the tests and benchmarks start one: on a free port, stopped whole afterwards."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_page(url: str, seconds: float = 20) -> str:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def serving(command: list, log: Path, env: dict | None = None, cwd=None) -> Iterator[str]:
+    """Run command with the port it should listen on last; its base URL once it answers."""
+    port = free_port()
+    with open(log, "w") as output:
+        # A session of its own: --debug's reloader serves from a child process.
+        server = subprocess.Popen(
+            [*map(str, command), str(port)],
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        wait_for_page(base_url + "/")
+        yield base_url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        # A worker that gunicorn forks just as the signal comes misses it and
+        # is killed after gunicorn's graceful timeout, 30 s.
+        server.wait(40)

@@ -185,14 +185,19 @@ def stored_columns(connection: Connection, table: str) -> str:
     return ", ".join(f'"{column.name}"' for column in columns if column.hidden == 0)
 
 
-def check_database(engine: Engine, scripts: ScriptDirectory) -> None:
-    """Raise DatabaseProblem, saying how to fix it, unless the database
-    exists and is at this code's latest revision."""
+def refuse_a_missing_database(engine: Engine) -> None:
+    """Before connecting, which would create an empty SQLite file: the file must be there."""
     path = sqlite_path(str(engine.url))
     if path and not path.exists():
         raise DatabaseProblem(f"{path} does not exist; run `python run.py init`")
     if path:
         check_sqlite_file(path)
+
+
+def check_database(engine: Engine, scripts: ScriptDirectory) -> None:
+    """Raise DatabaseProblem, saying how to fix it, unless the database
+    exists and is at this code's latest revision."""
+    refuse_a_missing_database(engine)
     with engine.connect() as connection:
         current = set(MigrationContext.configure(connection).get_current_heads())
         has_posts_table = inspect(connection).has_table("post")
@@ -222,9 +227,7 @@ def check_database(engine: Engine, scripts: ScriptDirectory) -> None:
 def schema_differences(engine: Engine) -> list[str]:
     """Every way the database's tables differ from the models, in words; none when
     they match. What `alembic revision --autogenerate` would write, as a report."""
-    path = sqlite_path(str(engine.url))
-    if path and not path.exists():
-        raise DatabaseProblem(f"{path} does not exist; run `python run.py init`")
+    refuse_a_missing_database(engine)
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     # A column's changes come as a list of modify_* tuples.

@@ -207,7 +207,11 @@ def safeguard_downgrades(connection) -> str | None:
 
 
 def back_up(database: str) -> str:
-    """Copy the SQLite file, as the last commit left it, to a new blog.db.bak[.N]."""
+    """Copy the SQLite file, as the last commit left it, to a new blog.db.bak[.N].
+
+    blog/maintenance.py's back_up(), repeated because env.py never imports the
+    blog: keep the two alike.
+    """
     path = os.path.abspath(database)
     mode = stat.S_IMODE(os.stat(path).st_mode)
     for n in itertools.count():
@@ -228,11 +232,13 @@ def back_up(database: str) -> str:
         folder = os.open(os.path.dirname(path), os.O_RDONLY)  # the new name, on disk too
         os.fsync(folder)
         os.close(folder)
-    except sqlite3.Error as error:
+    except BaseException as error:
         for leftover in (backup, f"{backup}-journal"):
             if os.path.exists(leftover):
                 os.remove(leftover)
-        raise CommandError(f"cannot back up {path} before the downgrade: {error}") from error
+        if isinstance(error, sqlite3.Error):
+            raise CommandError(f"cannot back up {path} before the downgrade: {error}") from error
+        raise
     finally:
         os.close(fd)
     logging.getLogger("alembic.env").info(

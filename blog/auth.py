@@ -102,7 +102,7 @@ def password_errors(username: str, password: str) -> list[str]:
 
 @bp.route("/register", methods=("GET", "POST"))
 def register():
-    if request.method == "GET":
+    if request.method != "POST":  # GET, or HEAD: a GET without the body
         return render_template("auth/register.html", username="")
     username = request.form.get("username", "")
     password = request.form.get("password", "")
@@ -130,7 +130,7 @@ def register():
 
 @bp.route("/login", methods=("GET", "POST"))
 def login():
-    if request.method == "GET":
+    if request.method != "POST":  # GET, or HEAD: a GET without the body
         return render_template("auth/login.html", username=request.args.get("username", ""))
     username = request.form.get("username", "")
     password = request.form.get("password", "")
@@ -165,7 +165,7 @@ def logout():
 @bp.route("/password", methods=("GET", "POST"))
 @login_required
 def change_password():
-    if request.method == "GET":
+    if request.method != "POST":  # GET, or HEAD: a GET without the body
         return render_template("auth/password.html")
     user = g.user
     current = request.form.get("current_password", "")

@@ -189,7 +189,7 @@ def submitted_post() -> tuple[dict[str, str], list[str]]:
 @bp.route("/create", methods=("GET", "POST"))
 @login_required
 def create():
-    if request.method == "GET":
+    if request.method != "POST":  # GET, or HEAD: a GET without the body
         return render_template("posts/create.html", form={"title": "", "body": ""})
     form, errors = submitted_post()
     if errors:
@@ -206,7 +206,7 @@ def create():
 @login_required
 def update(id: int):
     post = get_post(id)
-    if request.method == "GET":
+    if request.method != "POST":  # GET, or HEAD: a GET without the body
         form = {"title": post.title, "body": post.body}
         return render_template("posts/update.html", post=post, form=form)
     form, errors = submitted_post()
@@ -222,7 +222,7 @@ def update(id: int):
 @login_required
 def delete(id: int):
     post = get_post(id)
-    if request.method == "GET":
+    if request.method != "POST":  # GET, or HEAD: a GET without the body
         # Asking on a page of its own works with or without JavaScript.
         return render_template("posts/delete.html", post=post)
     db = get_db()

@@ -22,6 +22,7 @@ from blog.maintenance import init_db, migration_scripts
 from blog.models import Post, User
 
 from .legacy import make_legacy_database
+from .server import serving
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -280,3 +281,20 @@ def runner(tmp_path):
         )
 
     return run
+
+
+@pytest.fixture
+def blog_env(backend, database_url):
+    """What points run.py and alembic at the test's database."""
+    return {} if backend == "sqlite" else {"BLOG_DATABASE_URL": database_url}
+
+
+@pytest.fixture
+def served_blog(project, runner, blog_env):
+    """The blog served by `python run.py` from a copy of the project."""
+    result = runner(project / "run.py", "init", env=blog_env)
+    assert result.returncode == 0, result.stderr
+    # A file, not a pipe: nobody reads the request log while the test runs.
+    command = [sys.executable, project / "run.py", "--port"]
+    with serving(command, project / "server.log", blog_env) as base_url:
+        yield base_url

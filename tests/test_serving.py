@@ -2,7 +2,6 @@
 backed up or recreated, and loses nothing it acknowledged."""
 
 import sqlite3
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,30 +12,12 @@ from sqlalchemy import create_engine, text
 from blog.maintenance import back_up
 
 from .conftest import REVISIONS
-from .server import serving
 from .test_run import titles, version
 from .webclient import Browser
 
 WRITERS = 4
 READERS = 4
 MAX_REQUESTS_PER_CLIENT = 2000
-
-
-@pytest.fixture
-def blog_env(backend, database_url):
-    """What points run.py and alembic at the test's database."""
-    return {} if backend == "sqlite" else {"BLOG_DATABASE_URL": database_url}
-
-
-@pytest.fixture
-def served_blog(project, runner, blog_env):
-    """The blog served by `python run.py` from a copy of the project."""
-    result = runner(project / "run.py", "init", env=blog_env)
-    assert result.returncode == 0, result.stderr
-    # A file, not a pipe: nobody reads the request log while the test runs.
-    command = [sys.executable, project / "run.py", "--port"]
-    with serving(command, project / "server.log", blog_env) as base_url:
-        yield base_url
 
 
 class Crowd:

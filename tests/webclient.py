@@ -24,12 +24,14 @@ class Browser:
         )
         self.token = None
 
-    def request(self, path, form=None):
+    def request(self, path, form=None, method=None):
+        """GET path, or POST form with the token (or send it with another method)."""
         data = None
         if form is not None:
             data = urllib.parse.urlencode({"csrf_token": self.token, **form}).encode()
+        request = urllib.request.Request(self.base_url + path, data, method=method)
         try:
-            with self.opener.open(self.base_url + path, data, timeout=30) as response:
+            with self.opener.open(request, timeout=30) as response:
                 return response.status, response.headers, response.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, error.headers, error.read().decode()

@@ -5,7 +5,7 @@
 #   The load benchmark needs wrk (Debian: apt-get install wrk).
 VENV := .venv
 PYTHON := $(VENV)/bin/python
-CHECKED := blog run.py alembic tests
+CHECKED := blog run.py database_safety.py alembic tests
 
 .PHONY: run test lint bench clean
 

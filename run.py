@@ -20,7 +20,6 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from werkzeug.serving import WSGIRequestHandler
 
 from blog import SettingProblem, create_app
-from blog.db import DatabaseProblem, create_db_engine, shown
 from blog.maintenance import (
     check_database,
     copy_database,
@@ -29,6 +28,7 @@ from blog.maintenance import (
     restore_db,
     schema_differences,
 )
+from database_safety import DatabaseProblem, create_engine, shown
 
 
 def init(app) -> None:
@@ -117,7 +117,7 @@ def check(app) -> int:
 
 
 def copy(app, source_url: str, target_url: str) -> None:
-    source, target = create_db_engine(source_url), create_db_engine(target_url)
+    source, target = create_engine(source_url), create_engine(target_url)
     copy_database(
         source,
         target,

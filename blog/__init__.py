@@ -9,6 +9,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 from werkzeug.wrappers import Response
 
+from database_safety import database_url
+
 from . import auth, csrf, db, headers, posts
 from .maintenance import check_database, migration_scripts
 from .models import MAX_ID
@@ -49,7 +51,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     # every request: an idle timeout.
     app.config["PERMANENT_SESSION_LIFETIME"] = app.config["SESSION_IDLE_SECONDS"]
     if "DATABASE_URL" not in app.config:
-        app.config["DATABASE_URL"] = db.database_url(db.alembic_config(app.config["ALEMBIC_INI"]))
+        app.config["DATABASE_URL"] = database_url(db.alembic_config(app.config["ALEMBIC_INI"]))
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = os.environ.get("BLOG_SECRET_KEY") or instance_secret_key(
             Path(app.instance_path)

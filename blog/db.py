@@ -1,94 +1,24 @@
 """The blog's connection to its database: one engine, one session per request."""
 
-import os
 from pathlib import Path
 
 from alembic.config import Config
-from click import ClickException
 from flask import current_app, g, has_request_context, request
-from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import ServiceUnavailable
 
+from database_safety import DatabaseProblem, create_engine
+
 from .csrf import SAFE_METHODS  # the methods that change nothing only read
 
 ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
-
-# SQLite as production apps run it: write-ahead logging, so that readers never
-# wait for a writer; a writer waits up to 5 s for another; foreign keys
-# checked. synchronous=FULL, not the usual NORMAL: with NORMAL a power cut can
-# take back the last commits, and the blog promises that a post it has
-# acknowledged stays.
-SQLITE_PRAGMAS = (
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = FULL",
-    "PRAGMA busy_timeout = 5000",
-    "PRAGMA foreign_keys = ON",
-    "PRAGMA journal_size_limit = 67108864",
-)
-
-
-class DatabaseProblem(ClickException):
-    """Something about the database that its owner must fix; the message says how.
-
-    A ClickException, so that `flask run` shows it as one line, as run.py does.
-    """
 
 
 def alembic_config(ini: Path = ALEMBIC_INI) -> Config:
     if not ini.is_file():
         raise DatabaseProblem(f"{ini} is missing; it names the blog's database")
     return Config(ini)
-
-
-def database_url(config: Config) -> str:
-    """The one setting both the blog and its migrations use."""
-    url = os.environ.get("BLOG_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
-    if not url:
-        raise DatabaseProblem(f"{config.config_file_name} names no sqlalchemy.url")
-    return url
-
-
-def shown(url: str | URL) -> str:
-    """A database URL as it may be printed: without its password, wherever the URL
-    holds one (user:password@host, or ?password= as the drivers also take it)."""
-    url = make_url(url)
-    passwords = [name for name in url.query if "pass" in name.lower()]
-    return url.difference_update_query(passwords).render_as_string(hide_password=True)
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file behind a SQLite URL; None for a database server or memory."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database).resolve()
-
-
-def create_db_engine(url: str) -> Engine:
-    engine = create_engine(url)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _configure_sqlite)
-        event.listen(engine, "begin", _begin)
-    return engine
-
-
-def _configure_sqlite(dbapi_connection, connection_record) -> None:
-    for pragma in SQLITE_PRAGMAS:
-        dbapi_connection.execute(pragma)
-    # Let SQLAlchemy emit BEGIN (below) instead of pysqlite, which runs DDL
-    # outside any transaction (SQLAlchemy's pysqlite documentation).
-    dbapi_connection.isolation_level = None
-
-
-def _begin(connection) -> None:
-    # A transaction that may write takes the write lock at BEGIN IMMEDIATE:
-    # one that read first would fail at once when it came to write while
-    # another held the lock. Reads begin DEFERRED and take no lock at all.
-    connection.exec_driver_sql(
-        f"BEGIN {connection.get_execution_options().get('begin', 'IMMEDIATE')}"
-    )
 
 
 def get_db() -> Session:
@@ -125,7 +55,7 @@ def database_unavailable(error: DBAPIError):
 
 
 def init_app(app) -> None:
-    engine = create_db_engine(app.config["DATABASE_URL"])
+    engine = create_engine(app.config["DATABASE_URL"])
     app.extensions["db_engine"] = engine
     app.extensions["db_read_engine"] = engine.execution_options(begin="DEFERRED")
     app.teardown_appcontext(close_db)

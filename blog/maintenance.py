@@ -1,9 +1,6 @@
 """Operations on the whole database: create, back up, restore, check and copy it."""
 
-import itertools
-import os
 import sqlite3
-import stat
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -11,68 +8,25 @@ from pathlib import Path
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Connection, Engine, MetaData, func, inspect, select, text
+from sqlalchemy import Column, Engine, MetaData, func, inspect, select, text
 
-from .db import DatabaseProblem, alembic_config, shown, sqlite_path
+from database_safety import (
+    DISPOSABLE_TABLES,
+    DatabaseProblem,
+    back_up,
+    check_sqlite_file,
+    refuse_a_missing_database,
+    shown,
+    sqlite_path,
+    value_columns,
+)
+
+from .db import alembic_config
 from .models import Base
 
 
 def migration_scripts(app) -> ScriptDirectory:
     return ScriptDirectory.from_config(alembic_config(app.config["ALEMBIC_INI"]))
-
-
-def check_sqlite_file(path: Path) -> None:
-    """Refuse, before SQLite opens it, a path that can never hold the database."""
-    if not path.parent.is_dir():
-        raise DatabaseProblem(f"cannot create {path}: {path.parent} is not a folder")
-    if path.exists() and not path.is_file():
-        # A FIFO would hang SQLite forever; a device is nobody's database.
-        raise DatabaseProblem(f"{path} is not a regular file, so it cannot be a database")
-
-
-def back_up(path: Path) -> Path:
-    """Copy a SQLite database to a new file beside it and return the copy's path.
-
-    The copy goes to blog.db.bak, or blog.db.bak.1, .2, ...: an earlier backup is
-    never overwritten. It holds what the last commit left (SQLite's online backup
-    API reads blog.db-wal too); called while another connection holds the write
-    lock and has changed nothing yet, no commit can fall between the backup and
-    what that connection does next. The copy is a single file, with the
-    database's permissions, on disk before this returns.
-    """
-    mode = stat.S_IMODE(path.stat().st_mode)
-    for n in itertools.count():
-        backup = path.with_name(f"{path.name}.bak" + (f".{n}" if n else ""))
-        try:
-            fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            break
-        except FileExistsError:
-            continue
-    try:
-        os.fchmod(fd, mode)  # exactly the database's mode, whatever the umask
-        with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(backup)) as target:
-            source.backup(target)
-            target.execute("PRAGMA journal_mode = DELETE")  # no -wal beside the copy
-        os.fsync(fd)
-        fsync_folder(path.parent)
-    except BaseException as error:
-        for leftover in (backup, backup.with_name(backup.name + "-journal")):
-            leftover.unlink(missing_ok=True)
-        if isinstance(error, sqlite3.Error):
-            raise DatabaseProblem(f"cannot back up {path}: {error}") from error
-        raise
-    finally:
-        os.close(fd)
-    return backup
-
-
-def fsync_folder(folder: Path) -> None:
-    # A new file's name is on disk only once its folder is.
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def init_db(engine: Engine, scripts: ScriptDirectory) -> Path | None:
@@ -82,7 +36,7 @@ def init_db(engine: Engine, scripts: ScriptDirectory) -> Path | None:
     write lock; the backup's path is returned. A database server's tables are
     never dropped: back them up with the server's own tools first.
     """
-    path = sqlite_path(str(engine.url))
+    path = sqlite_path(engine.url)
     if path:
         check_sqlite_file(path)
     backup = None
@@ -114,7 +68,7 @@ def restore_db(engine: Engine, source: Path) -> Path | None:
     The database is backed up first, under the same write lock; that backup's
     path is returned (None if the database held no tables).
     """
-    path = sqlite_path(str(engine.url))
+    path = sqlite_path(engine.url)
     if path is None:
         raise DatabaseProblem(
             "restore works on SQLite files; restore a database server "
@@ -160,10 +114,13 @@ def restore_db(engine: Engine, source: Path) -> Path | None:
                     for _, _, sql in schema:
                         connection.exec_driver_sql(sql)
                     for type_, name, _ in schema:
-                        # Sessions are the live database's: a restored backup
-                        # must not bring back one that has logged out since.
-                        if type_ == "table" and name not in ("user_session", "login_failure"):
-                            columns = stored_columns(connection, name)
+                        # A restored backup must not bring back a session that
+                        # has logged out since.
+                        if type_ == "table" and name not in DISPOSABLE_TABLES:
+                            columns = ", ".join(
+                                f'"{column}"'
+                                for column in value_columns(connection, name, schema="backup")
+                            )
                             connection.exec_driver_sql(
                                 f'INSERT INTO main."{name}" ({columns}) '
                                 f'SELECT {columns} FROM backup."{name}"'
@@ -177,27 +134,10 @@ def restore_db(engine: Engine, source: Path) -> Path | None:
     return backup
 
 
-def stored_columns(connection: Connection, table: str) -> str:
-    """The backup table's columns that hold values, quoted and joined: SQLite
-    computes its generated ones (user.username_key) and refuses values for them."""
-    # table_xinfo's "hidden" is 0 for an ordinary column, 2 or 3 for a generated one.
-    columns = connection.exec_driver_sql(f'PRAGMA backup.table_xinfo("{table}")').all()
-    return ", ".join(f'"{column.name}"' for column in columns if column.hidden == 0)
-
-
-def refuse_a_missing_database(engine: Engine) -> None:
-    """Before connecting, which would create an empty SQLite file: the file must be there."""
-    path = sqlite_path(str(engine.url))
-    if path and not path.exists():
-        raise DatabaseProblem(f"{path} does not exist; run `python run.py init`")
-    if path:
-        check_sqlite_file(path)
-
-
 def check_database(engine: Engine, scripts: ScriptDirectory) -> None:
     """Raise DatabaseProblem, saying how to fix it, unless the database
     exists and is at this code's latest revision."""
-    refuse_a_missing_database(engine)
+    refuse_a_missing_database(engine.url)
     with engine.connect() as connection:
         current = set(MigrationContext.configure(connection).get_current_heads())
         has_posts_table = inspect(connection).has_table("post")
@@ -227,7 +167,7 @@ def check_database(engine: Engine, scripts: ScriptDirectory) -> None:
 def schema_differences(engine: Engine) -> list[str]:
     """Every way the database's tables differ from the models, in words; none when
     they match. What `alembic revision --autogenerate` would write, as a report."""
-    refuse_a_missing_database(engine)
+    refuse_a_missing_database(engine.url)
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     # A column's changes come as a list of modify_* tuples.
@@ -271,7 +211,7 @@ def copy_database(
     copy leaves nothing half-done there.
     """
     check_database(source, scripts)
-    target_path = sqlite_path(str(target.url))
+    target_path = sqlite_path(target.url)
     # (Inspecting a missing SQLite file would create it, and init would back it up.)
     if (target_path and not target_path.exists()) or not inspect(target).get_table_names():
         init_db(target, scripts)
@@ -280,8 +220,7 @@ def copy_database(
         # Users before the posts that name them. Sessions and failed logins
         # belong to the database they were made on: they stay behind.
         for table in (Base.metadata.tables["user"], Base.metadata.tables["post"]):
-            # The database computes a generated column (user.username_key) itself.
-            columns = [column for column in table.columns if column.computed is None]
+            columns = [table.c[name] for name in value_columns(reader, table.name)]
             if writer.scalar(select(func.count()).select_from(table)):
                 raise DatabaseProblem(
                     f"the target already has rows in {table.name}; copy into an empty database"

@@ -36,7 +36,8 @@ from alembic.config import Config
 from sqlalchemy import create_engine
 
 from blog import create_app
-from blog.maintenance import back_up, init_db, migration_scripts
+from blog.maintenance import init_db, migration_scripts
+from database_safety import back_up
 
 from .conftest import PROJECT, REVISIONS
 from .legacy import make_legacy_database

@@ -257,7 +257,7 @@ def project(tmp_path):
     copy = tmp_path / "project"
     for name in ("alembic", "blog"):
         shutil.copytree(PROJECT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("alembic.ini", "run.py"):
+    for name in ("alembic.ini", "run.py", "database_safety.py"):
         shutil.copy(PROJECT / name, copy / name)
     return copy
 

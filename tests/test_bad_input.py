@@ -65,7 +65,7 @@ def test_database_in_a_folder_that_does_not_exist(project, runner, tmp_path, dat
     assert_one_line_error(runner(project / "run.py", env=env), "does not exist")
     assert_one_line_error(
         alembic(runner, project, "upgrade", "head", env=env),
-        "does not exist; create it with `python run.py init`",
+        "does not exist; run `python run.py init`",
     )
     assert not (tmp_path / database).exists()
 

@@ -22,8 +22,8 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from blog.db import create_db_engine
 from blog.models import Post, User
+from database_safety import create_engine
 
 from .conftest import PASSWORD, PASSWORD_HASH, PROJECT
 from .server import serving
@@ -100,7 +100,7 @@ TOPICS = [
 
 def seed(database_url: str) -> None:
     """Three writers and 25 posts: three pages of the index, both ways."""
-    engine = create_db_engine(database_url)
+    engine = create_engine(database_url)
     start = datetime(2024, 3, 1, 9)
     with Session(engine) as db:
         db.execute(

@@ -118,7 +118,7 @@ def test_downgrade_that_would_drop_data(app, backend, database_url, project, run
     # A server's data is the server's to dump: refuse before changing anything.
     assert result.returncode != 0
     assert (
-        "FAILED: this downgrade would drop column post.author_id (set in 1 rows); take a "
+        "FAILED: this downgrade would drop column post.author_id (set in 1 row); take a "
         "dump of the database first, then run again with "
         "`alembic -x drop_data=yes downgrade ...`"
     ) in result.stdout

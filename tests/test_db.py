@@ -6,9 +6,10 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, func, select
 
-from blog.db import DatabaseProblem, get_db
-from blog.maintenance import back_up, init_db, migration_scripts
+from blog.db import get_db
+from blog.maintenance import init_db, migration_scripts
 from blog.models import Post
+from database_safety import DatabaseProblem, back_up
 
 from .snapshot import rows
 

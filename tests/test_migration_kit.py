@@ -20,8 +20,8 @@ from pytest_alembic.tests import (  # noqa: F401 (collected by pytest)
 )
 from pytest_alembic.tests.experimental import test_downgrade_leaves_no_trace  # noqa: F401
 
-from blog.db import create_db_engine
 from blog.models import Base
+from database_safety import create_engine
 
 from .conftest import ADD_AUTHOR, ADD_SESSIONS, CREATE_USERS, PASSWORD_HASH
 from .legacy import make_legacy_database
@@ -49,7 +49,7 @@ def alembic_engine(backend, database_url, request):
             "MariaDB commits each DDL statement, so the kit cannot roll back to its savepoint; "
             "test_atomic's stairway checks that downgrades leave no trace there"
         )
-    engine = create_db_engine(database_url)
+    engine = create_engine(database_url)
     make_legacy_database(engine, [post("Before migrations", created=datetime(2020, 1, 1))])
     yield engine
     engine.dispose()

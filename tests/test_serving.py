@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import create_engine, text
 
-from blog.maintenance import back_up
+from database_safety import back_up
 
 from .conftest import REVISIONS
 from .test_run import titles, version

@@ -1,0 +1,370 @@
+"""What keeps the blog's database safe, for the blog and its migrations alike.
+
+alembic/env.py and the blog both import this module, so that each piece exists
+once: which database URL applies, SQLite's connection settings, backups, and
+the checks around a migration. It imports neither Flask nor the blog: the
+migrations must run whatever state the blog's code is in.
+"""
+
+import contextlib
+import io
+import itertools
+import logging
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import sqlalchemy
+from alembic.config import Config
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext, RevisionStep
+from alembic.util import CommandError
+from click import ClickException
+from sqlalchemy import (
+    URL,
+    Connection,
+    Engine,
+    MetaData,
+    event,
+    func,
+    inspect,
+    make_url,
+    select,
+)
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.expression import ColumnElement
+
+log = logging.getLogger("alembic.env")
+
+
+class DatabaseProblem(CommandError, ClickException):
+    """Something about the database that its owner must fix; the message says how.
+
+    alembic prints a CommandError, and flask and run.py a ClickException, as one line.
+    """
+
+
+# --- Which database ---------------------------------------------------------
+
+
+def database_url(config: Config) -> str:
+    """The one setting both the blog and its migrations use: BLOG_DATABASE_URL,
+    else alembic.ini's sqlalchemy.url."""
+    url = os.environ.get("BLOG_DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise DatabaseProblem(f"{config.config_file_name} names no sqlalchemy.url")
+    return url
+
+
+def shown(url: str | URL) -> str:
+    """A database URL as it may be printed: without its password, wherever the URL
+    holds one (user:password@host, or ?password= as the drivers also take it)."""
+    url = make_url(url)
+    passwords = [name for name in url.query if "pass" in name.lower()]
+    return url.difference_update_query(passwords).render_as_string(hide_password=True)
+
+
+def sqlite_path(url: str | URL) -> Path | None:
+    """The file behind a SQLite URL; None for a database server or memory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).resolve()
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Refuse, before SQLite opens it, a path that can never hold the database."""
+    if not path.parent.is_dir():
+        raise DatabaseProblem(f"cannot create {path}: {path.parent} is not a folder")
+    if path.exists() and not path.is_file():
+        # A FIFO would hang SQLite forever; a device is nobody's database.
+        raise DatabaseProblem(f"{path} is not a regular file, so it cannot be a database")
+
+
+def refuse_a_missing_database(url: str | URL) -> None:
+    """Before connecting, which would create an empty SQLite file: the file must be there."""
+    path = sqlite_path(url)
+    if path and not path.exists():
+        raise DatabaseProblem(f"{path} does not exist; run `python run.py init`")
+    if path:
+        check_sqlite_file(path)
+
+
+# --- SQLite's connection ----------------------------------------------------
+
+# SQLite as production apps run it: write-ahead logging, so that readers never
+# wait for a writer; a writer waits up to 5 s for another; foreign keys
+# checked. synchronous=FULL, not the usual NORMAL: with NORMAL a power cut can
+# take back the last commits, and the blog promises that a post it has
+# acknowledged stays.
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA journal_size_limit = 67108864",
+)
+
+
+def create_engine(url: str | URL, **kwargs) -> Engine:
+    """An engine for the blog's database, with SQLite's settings on SQLite."""
+    engine = sqlalchemy.create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "begin", _begin)
+    return engine
+
+
+def _configure_sqlite(dbapi_connection, connection_record) -> None:
+    for pragma in SQLITE_PRAGMAS:
+        dbapi_connection.execute(pragma)
+    # Let SQLAlchemy emit BEGIN (below) instead of pysqlite, which runs DDL
+    # outside any transaction (SQLAlchemy's pysqlite documentation): a
+    # migration that fails rolls back whole.
+    dbapi_connection.isolation_level = None
+
+
+def _begin(connection) -> None:
+    # A transaction that may write takes the write lock at BEGIN IMMEDIATE:
+    # one that read first would fail at once when it came to write while
+    # another held the lock. Reads begin DEFERRED and take no lock at all.
+    connection.exec_driver_sql(
+        f"BEGIN {connection.get_execution_options().get('begin', 'IMMEDIATE')}"
+    )
+
+
+def transactional_ddl(url: str | URL) -> bool | None:
+    """For context.configure: SQLite's DDL is transactional once BEGIN is ours."""
+    return True if make_url(url).get_backend_name() == "sqlite" else None
+
+
+def value_columns(connection: Connection, table_name: str, schema: str | None = None) -> list[str]:
+    """The table's columns that hold values, as the database has them: not the
+    generated ones (user.username_key), which it computes and refuses values for."""
+    columns = inspect(connection).get_columns(table_name, schema=schema)
+    return [info["name"] for info in columns if "computed" not in info]
+
+
+# Revision 3's sessions and failed logins belong to the database they were
+# made on: dropping them logs everyone out and forgets old failures, but loses
+# nothing anyone wrote, and a restored backup must not bring them back.
+DISPOSABLE_TABLES = frozenset({"user_session", "login_failure"})
+
+
+# --- Backups ----------------------------------------------------------------
+
+
+def back_up(path: Path) -> Path:
+    """Copy a SQLite database to a new file beside it and return the copy's path.
+
+    The copy goes to blog.db.bak, or blog.db.bak.1, .2, ...: an earlier backup is
+    never overwritten. It holds what the last commit left (SQLite's online backup
+    API reads blog.db-wal too); called while another connection holds the write
+    lock and has changed nothing yet, no commit can fall between the backup and
+    what that connection does next. The copy is a single file, with the
+    database's permissions, on disk before this returns; whatever stops it
+    halfway, no partial copy is left.
+    """
+    mode = stat.S_IMODE(path.stat().st_mode)
+    for n in itertools.count():
+        backup = path.with_name(f"{path.name}.bak" + (f".{n}" if n else ""))
+        try:
+            fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            break
+        except FileExistsError:
+            continue
+    try:
+        os.fchmod(fd, mode)  # exactly the database's mode, whatever the umask
+        with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(backup)) as target:
+            source.backup(target)
+            target.execute("PRAGMA journal_mode = DELETE")  # no -wal beside the copy
+        os.fsync(fd)
+        fsync_folder(path.parent)
+    except BaseException as error:
+        for leftover in (backup, backup.with_name(backup.name + "-journal")):
+            leftover.unlink(missing_ok=True)
+        if isinstance(error, sqlite3.Error):
+            raise DatabaseProblem(f"cannot back up {path}: {error}") from error
+        raise
+    finally:
+        os.close(fd)
+    return backup
+
+
+def fsync_folder(folder: Path) -> None:
+    # A new file's name is on disk only once its folder is.
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- Around a migration (alembic/env.py) --------------------------------------
+
+
+def models_metadata(config: Config) -> MetaData | None:
+    """The models' metadata, for the commands that compare them with the database.
+
+    A caller may pass it (pytest-alembic, `run.py check`). Otherwise only
+    `alembic check` and `alembic revision --autogenerate` import the blog's
+    models: upgrades and downgrades never import the blog.
+    """
+    if "target_metadata" in config.attributes:
+        return config.attributes["target_metadata"]
+    command = getattr(config.cmd_opts, "cmd", None)
+    name = command[0].__name__ if command else None
+    if name == "check" or (name == "revision" and getattr(config.cmd_opts, "autogenerate", False)):
+        from blog.models import Base
+
+        return Base.metadata
+    return None
+
+
+@contextlib.contextmanager
+def connect(connectable: Engine | Connection) -> Iterator[Connection]:
+    """A connection for the migration, and its errors as one line naming the
+    database (without its password); `alembic --raiseerr` shows the traceback.
+
+    A caller may share its own connection (Alembic's cookbook, "Sharing a
+    Connection"): it is used as it is.
+    """
+    try:
+        if isinstance(connectable, Connection):
+            yield connectable
+            return
+        if isinstance(connectable, Engine):
+            # Connecting would create an empty file that no revision can upgrade.
+            refuse_a_missing_database(connectable.url)
+        with connectable.connect() as connection:
+            yield connection
+    except DBAPIError as error:
+        # A failure in batch mode's clean-up hides the one that set it off
+        # ("database or disk is full"): report the first.
+        while isinstance(error.__context__, DBAPIError):
+            error = error.__context__
+        reason = str(error.orig).strip()
+        if getattr(error.orig, "sqlite_errorname", None) == "SQLITE_IOERR_SHMSIZE":
+            reason = "database or disk is full (no room for the -shm file)"
+        raise DatabaseProblem(f"{reason} ({shown(connectable.engine.url)})") from error
+
+
+@contextlib.contextmanager
+def safeguards(migration: MigrationContext) -> Iterator[None]:
+    """Inside the migration's transaction, before the first revision runs:
+    refuse an upgrade of a database without the blog; before a downgrade,
+    back up a SQLite file, or on a database server refuse one that would drop
+    data unless run with `-x drop_data=yes`. The backup goes again if the
+    migration fails: the database is as it was."""
+    connection = migration.bind
+    assert connection is not None  # online
+    steps = planned_steps(migration)
+    refuse_a_database_without_the_blog(connection, steps)
+    downgrades = [step for step in steps if not step.is_upgrade]
+    backup = None
+    if downgrades and connection.dialect.name == "sqlite":
+        path = sqlite_path(connection.engine.url)
+        # A database in memory (a caller's) ends with its connection: no file to copy.
+        if path:
+            backup = back_up(path)
+            log.info(
+                "Backed up %s to %s; `python run.py restore %s` puts it back", path, backup, backup
+            )
+    elif downgrades:
+        refuse_dropping_data(migration, connection, downgrades)
+    try:
+        yield
+    except BaseException:
+        if backup:
+            backup.unlink()
+        raise
+
+
+def planned_steps(migration_context: MigrationContext) -> list[RevisionStep]:
+    """The revisions the command is about to run; none for `alembic current` and
+    its like, which only look.
+
+    Alembic has no public way to ask this: it is the function the command gave
+    the context, which run_migrations() calls the same way (tested in
+    tests/test_database_safety.py, so that an Alembic upgrade that changes it fails).
+    """
+    plan = migration_context._migrations_fn
+    if plan is None or migration_context.opts.get("dont_mutate"):
+        return []
+    steps = plan(migration_context.get_current_heads(), migration_context)
+    return [step for step in steps if isinstance(step, RevisionStep)]
+
+
+def refuse_a_database_without_the_blog(connection: Connection, steps: list[RevisionStep]) -> None:
+    """The first revision upgrades the blog as it was before migrations, so a
+    database without its post table has nothing to upgrade. Refuse before the
+    first revision runs: on a database server its DDL would stay behind."""
+    from_base = any(step.is_upgrade and not step.from_revisions for step in steps)
+    if from_base and not inspect(connection).has_table("post"):
+        raise DatabaseProblem(
+            f"{shown(connection.engine.url)} holds no blog to upgrade (it has no post table); "
+            "create the blog at the latest revision with `python run.py init`"
+        )
+
+
+def refuse_dropping_data(
+    migration: MigrationContext, connection: Connection, downgrades: list[RevisionStep]
+) -> None:
+    losses = data_that_would_be_dropped(connection, downgrades)
+    assert migration.environment_context is not None  # env.py's
+    x_arguments = migration.environment_context.get_x_argument(as_dictionary=True)
+    if losses and x_arguments.get("drop_data") != "yes":
+        raise DatabaseProblem(
+            f"this downgrade would drop {', '.join(losses)}; take a dump of the database "
+            "first, then run again with `alembic -x drop_data=yes downgrade ...`"
+        )
+
+
+def data_that_would_be_dropped(connection: Connection, downgrades: list[RevisionStep]) -> list[str]:
+    """Tables with rows and columns with values that the downgrades would drop."""
+    losses = []
+    for table_name, column_name in dropped_by(connection.dialect.name, downgrades):
+        if table_name in DISPOSABLE_TABLES:
+            continue
+        if column_name and column_name not in value_columns(connection, table_name):
+            continue  # generated: the database computed it from columns that stay
+        table = sqlalchemy.table(table_name)
+        counted: ColumnElement = (
+            sqlalchemy.column(column_name) if column_name else sqlalchemy.literal_column("*")
+        )
+        count = connection.scalar(select(func.count(counted)).select_from(table))
+        if count and column_name:
+            losses.append(f"column {table_name}.{column_name} (set in {rows(count)})")
+        elif count:
+            losses.append(f"table {table_name} ({rows(count)})")
+    return losses
+
+
+def rows(count: int) -> str:
+    return f"{count:,} row" + ("" if count == 1 else "s")
+
+
+def dropped_by(dialect_name: str, downgrades: list[RevisionStep]) -> list[tuple[str, str | None]]:
+    """(table, column) for each column and (table, None) for each table that the
+    downgrades drop, found by a dry run: their operations go to an offline
+    context that notes each drop instead of running anything."""
+    migration_log = logging.getLogger("alembic.runtime.migration")
+    migration_log.disabled = True  # its "Generating static SQL" would mislead
+    dry_run = MigrationContext.configure(
+        dialect_name=dialect_name, opts={"as_sql": True, "output_buffer": io.StringIO()}
+    )
+    migration_log.disabled = False
+    dropped: list[tuple[str, str | None]] = []
+    # Every op.drop_table() and op.drop_column() ends in these two methods of
+    # the context's implementation (also tested against Alembic's upgrades).
+    dry_run.impl.drop_table = lambda table, **kw: dropped.append((table.name, None))  # type: ignore[method-assign]
+    dry_run.impl.drop_column = lambda table_name, column, **kw: dropped.append(  # type: ignore[method-assign]
+        (table_name, column.name)
+    )
+    with Operations.context(dry_run):
+        for step in downgrades:
+            step.migration_fn()
+    return dropped

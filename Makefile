@@ -1,24 +1,32 @@
 # make run: set up, bring the database to the latest revision, serve the blog.
 # make test: set up and run the tests, then print how much of the blog they ran.
+# make test-fast: only the tests that start no process, on SQLite (under a minute).
 # make lint: ruff (lint and format) and mypy, as CI runs them.
 # make bench: set up and run the benchmarks (a few minutes; prints tables).
 #   The load benchmark needs wrk (Debian: apt-get install wrk).
 VENV := .venv
+# make run HOST=0.0.0.0 PORT=5001 serves elsewhere than 127.0.0.1:5000.
+HOST ?= 127.0.0.1
+PORT ?= 5000
 PYTHON := $(VENV)/bin/python
 CHECKED := blog run.py database_safety.py alembic tests
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-fast lint bench clean
 
 run: $(VENV)/installed
 	@test -f blog.db || $(PYTHON) run.py init
 	$(VENV)/bin/alembic upgrade head
-	$(PYTHON) run.py
+	$(PYTHON) run.py --host $(HOST) --port $(PORT)
 
 test: $(VENV)/dev-installed
 	rm -f .coverage .coverage.*
 	$(PYTHON) -m coverage run -m pytest
 	$(PYTHON) -m coverage combine --quiet
 	$(PYTHON) -m coverage report
+
+# The in-process tests on SQLite alone, for the edit-and-test loop.
+test-fast: $(VENV)/dev-installed
+	env -u BLOG_TEST_POSTGRES_URL -u BLOG_TEST_MYSQL_URL $(PYTHON) -m pytest -m "not processes"
 
 lint: $(VENV)/dev-installed
 	$(VENV)/bin/ruff check $(CHECKED)

@@ -12,6 +12,7 @@ The database is alembic.ini's sqlalchemy.url, or BLOG_DATABASE_URL when set.
 
 import argparse
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -88,11 +89,30 @@ def server_options(host: str, port: int, workers: int, threads: int) -> dict:
     }
 
 
+class PortProblem(Exception):
+    """The address to serve on cannot be had; the message says what to do."""
+
+
+def refuse_a_busy_port(host: str, port: int) -> None:
+    # gunicorn would retry for several seconds, then print a line per attempt.
+    family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise PortProblem(
+                f"cannot serve on {host}:{port}: {error.strerror}; "
+                "choose another port with --port (make run PORT=...)"
+            ) from None
+
+
 def serve(app, host: str, port: int, debug: bool, workers: int, threads: int) -> None:
     check_database(app.extensions["db_read_engine"], migration_scripts(app))
     if debug:
         app.run(host=host, port=port, debug=True, request_handler=VersionlessRequestHandler)
         return
+    refuse_a_busy_port(host, port)
     # The workers fork from this process: none may inherit its connections.
     app.extensions["db_engine"].dispose()
     # Checked above, once: a worker that failed the check would stop the server.
@@ -208,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    except (DatabaseProblem, SettingProblem, SQLAlchemyError, OSError) as error:
+    except (DatabaseProblem, SettingProblem, PortProblem, SQLAlchemyError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

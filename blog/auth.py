@@ -28,9 +28,15 @@ COMMON_PASSWORDS = frozenset(
     for line in (Path(__file__).parent / "common-passwords.txt").read_text().splitlines()
     if line.strip() and not line.startswith("#")
 )
-# Checked when nobody has the name given, so that an unknown name takes as
-# long to refuse as a wrong password.
-NOBODYS_PASSWORD_HASH = generate_password_hash(secrets.token_urlsafe())
+
+
+@functools.cache
+def nobodys_password_hash() -> str:
+    """Checked when nobody has the name given, so that an unknown name takes as
+    long to refuse as a wrong password. Made on first use: hashing is slow on
+    purpose, and importing the blog should not be."""
+    return generate_password_hash(secrets.token_urlsafe())
+
 
 # user.username_key is lower(username), with a unique index.
 USER_NAMED_IN_ANY_CASE = select(User).where(User.username_key == bindparam("username_key"))
@@ -143,10 +149,10 @@ def login():
     # End the transaction before the slow password check, so that it never
     # runs while this request holds the write lock.
     db.commit()
-    if not check_password_hash(user.password_hash if user else NOBODYS_PASSWORD_HASH, password):
+    if not check_password_hash(user.password_hash if user else nobodys_password_hash(), password):
         flash("Incorrect username or password.", "error")
         return render_template("auth/login.html", username=username), 401
-    assert user is not None  # NOBODYS_PASSWORD_HASH matches no password
+    assert user is not None  # nobody's password hash matches no password
     clear_failures(attempt)
     start_session(user)
     db.commit()

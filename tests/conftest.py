@@ -47,14 +47,39 @@ SERVER_URL_VARIABLES = {
 def pytest_configure(config):
     config.addinivalue_line("markers", "sqlite_only: the test is about SQLite itself")
     config.addinivalue_line("markers", "alembic: pytest-alembic's tests (test_migration_kit)")
+    config.addinivalue_line("markers", "processes: the test starts processes (not in test-fast)")
+
+
+# A test that uses one of these starts processes: `make test-fast` leaves it out.
+PROCESS_FIXTURES = {"runner", "project", "served_blog"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        if uses & PROCESS_FIXTURES or item.path.name == "test_browser.py":
+            item.add_marker("processes")
+
+
+def pytest_terminal_summary(terminalreporter):
+    missing = [name for name in SERVER_URL_VARIABLES.values() if not os.environ.get(name)]
+    if missing:
+        terminalreporter.write_line(
+            f"Only SQLite was tested: set {' and '.join(missing)} to run the tests on "
+            "PostgreSQL and MariaDB too (README, Tests and benchmarks)."
+        )
 
 
 def pytest_generate_tests(metafunc):
     # A test that uses a database runs on SQLite and on every server,
     # unless it is about SQLite itself.
     if "backend" in metafunc.fixturenames:
+        # (A server without its variable is named once, at the end of the run.)
+        servers = [
+            name for name, variable in SERVER_URL_VARIABLES.items() if os.environ.get(variable)
+        ]
         sqlite_only = metafunc.definition.get_closest_marker("sqlite_only")
-        backends = ["sqlite"] if sqlite_only else ["sqlite", *SERVER_URL_VARIABLES]
+        backends = ["sqlite"] if sqlite_only else ["sqlite", *servers]
         metafunc.parametrize("backend", backends)
 
 
@@ -64,10 +89,7 @@ def database_url(backend, tmp_path):
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'blog.db'}"
         return
-    variable = SERVER_URL_VARIABLES[backend]
-    if not os.environ.get(variable):
-        pytest.skip(f"{variable} is not set")
-    server = create_engine(os.environ[variable], isolation_level="AUTOCOMMIT")
+    server = create_engine(os.environ[SERVER_URL_VARIABLES[backend]], isolation_level="AUTOCOMMIT")
     name = f"blog_test_{uuid.uuid4().hex[:12]}"
     with server.connect() as connection:
         connection.exec_driver_sql(

@@ -1,3 +1,4 @@
+import socket
 import sqlite3
 import sys
 from datetime import datetime
@@ -213,3 +214,16 @@ def serve(project, *options):
     with serving(command, project / "server.log") as base_url:
         page = wait_for_page(base_url + "/")
     return page, (project / "server.log").read_text()
+
+
+def test_serve_on_a_busy_port_says_so_at_once(project, runner):
+    make_legacy_blog(project / "blog.db")
+    runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = runner(project / "run.py", "--port", port, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot serve on 127.0.0.1:{port}: Address already in use; "
+        "choose another port with --port (make run PORT=...)"
+    ]

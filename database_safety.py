@@ -2,8 +2,9 @@
 
 alembic/env.py and the blog both import this module, so that each piece exists
 once: which database URL applies, SQLite's connection settings, backups, and
-the checks around a migration. It imports neither Flask nor the blog: the
-migrations must run whatever state the blog's code is in.
+the checks around a migration. It imports neither Flask nor the blog (but
+for the models, for `alembic check` and autogenerate): the migrations must
+run whatever state the blog's code is in.
 """
 
 import contextlib
@@ -209,7 +210,7 @@ def fsync_folder(folder: Path) -> None:
 def models_metadata(config: Config) -> MetaData | None:
     """The models' metadata, for the commands that compare them with the database.
 
-    A caller may pass it (pytest-alembic, `run.py check`). Otherwise only
+    A caller may pass it (pytest-alembic does). Otherwise only
     `alembic check` and `alembic revision --autogenerate` import the blog's
     models: upgrades and downgrades never import the blog.
     """
@@ -254,13 +255,17 @@ def connect(connectable: Engine | Connection) -> Iterator[Connection]:
 
 @contextlib.contextmanager
 def safeguards(migration: MigrationContext) -> Iterator[None]:
-    """Inside the migration's transaction, before the first revision runs:
+    """Around the migration's transaction, before the first revision runs:
     refuse an upgrade of a database without the blog; before a downgrade,
     back up a SQLite file, or on a database server refuse one that would drop
     data unless run with `-x drop_data=yes`. The backup goes again if the
-    migration fails: the database is as it was."""
+    migration fails, COMMIT included: the database is as it was."""
     connection = migration.bind
     assert connection is not None  # online
+    # begin_transaction() then takes this transaction over; on SQLite, BEGIN
+    # IMMEDIATE takes the write lock before the backup, so no commit falls between.
+    if not connection.in_transaction():
+        connection.begin()
     steps = planned_steps(migration)
     refuse_a_database_without_the_blog(connection, steps)
     downgrades = [step for step in steps if not step.is_upgrade]
@@ -292,7 +297,9 @@ def planned_steps(migration_context: MigrationContext) -> list[RevisionStep]:
     tests/test_database_safety.py, so that an Alembic upgrade that changes it fails).
     """
     plan = migration_context._migrations_fn
-    if plan is None or migration_context.opts.get("dont_mutate"):
+    # `current` and the like only look; `check` and autogenerate compare.
+    looks_only = migration_context.opts.get("dont_mutate")
+    if plan is None or looks_only or migration_context.opts.get("revision_context"):
         return []
     steps = plan(migration_context.get_current_heads(), migration_context)
     return [step for step in steps if isinstance(step, RevisionStep)]
@@ -353,10 +360,12 @@ def dropped_by(dialect_name: str, downgrades: list[RevisionStep]) -> list[tuple[
     context that notes each drop instead of running anything."""
     migration_log = logging.getLogger("alembic.runtime.migration")
     migration_log.disabled = True  # its "Generating static SQL" would mislead
-    dry_run = MigrationContext.configure(
-        dialect_name=dialect_name, opts={"as_sql": True, "output_buffer": io.StringIO()}
-    )
-    migration_log.disabled = False
+    try:
+        dry_run = MigrationContext.configure(
+            dialect_name=dialect_name, opts={"as_sql": True, "output_buffer": io.StringIO()}
+        )
+    finally:
+        migration_log.disabled = False
     dropped: list[tuple[str, str | None]] = []
     # Every op.drop_table() and op.drop_column() ends in these two methods of
     # the context's implementation (also tested against Alembic's upgrades).

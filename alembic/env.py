@@ -80,7 +80,7 @@ def run_migrations_online() -> None:
 
         # No upgrade of a database without the blog; a backup of SQLite before a
         # downgrade, and on a server no downgrade that drops data unless told to.
-        with context.begin_transaction(), database_safety.safeguards(context.get_context()):
+        with database_safety.safeguards(context.get_context()), context.begin_transaction():
             context.run_migrations()
 
 

@@ -220,7 +220,10 @@ def copy_database(
         # Users before the posts that name them. Sessions and failed logins
         # belong to the database they were made on: they stay behind.
         for table in (Base.metadata.tables["user"], Base.metadata.tables["post"]):
-            columns = [table.c[name] for name in value_columns(reader, table.name)]
+            # The models' columns that hold values: a source may have others.
+            columns = [
+                table.c[name] for name in value_columns(reader, table.name) if name in table.c
+            ]
             if writer.scalar(select(func.count()).select_from(table)):
                 raise DatabaseProblem(
                     f"the target already has rows in {table.name}; copy into an empty database"

@@ -305,6 +305,11 @@ def runner(tmp_path):
     return run
 
 
+def alembic(runner, project, *args, **kwargs):
+    """`alembic -c project/alembic.ini ARGS`, typed from a folder outside the project."""
+    return runner("-m", "alembic", "-c", project / "alembic.ini", *args, **kwargs)
+
+
 @pytest.fixture
 def blog_env(backend, database_url):
     """What points run.py and alembic at the test's database."""

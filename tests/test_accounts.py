@@ -238,6 +238,7 @@ def test_failed_logins_are_kept_in_the_database(app, auth, backend):
     assert rows == [("nobody", "127.0.0.1")]
 
 
+@pytest.mark.processes
 def test_secret_key_file_appears_whole_to_processes_starting_together(tmp_path):
     instance = tmp_path / "instance"
     # Each process imports the blog, then waits for the same moment to start.

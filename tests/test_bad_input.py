@@ -5,11 +5,8 @@ from contextlib import closing
 
 import pytest
 
+from .conftest import alembic
 from .test_run import make_legacy_blog
-
-
-def alembic(runner, project, *args, **kwargs):
-    return runner("-m", "alembic", "-c", project / "alembic.ini", *args, **kwargs)
 
 
 def typed(runner, project, command, **kwargs):

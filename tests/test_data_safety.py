@@ -14,14 +14,10 @@ from sqlalchemy import create_engine, inspect
 
 from blog import create_app
 
-from .conftest import PASSWORD, PASSWORD_HASH, REVISIONS
+from .conftest import PASSWORD, PASSWORD_HASH, REVISIONS, alembic
 from .snapshot import current_revision, rows, state
 from .test_run import make_legacy_blog, titles
 from .test_serving import add_posts
-
-
-def alembic(runner, project, *args, **kwargs):
-    return runner("-m", "alembic", "-c", project / "alembic.ini", *args, **kwargs)
 
 
 def files_beside(db):

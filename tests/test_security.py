@@ -1,11 +1,12 @@
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from blog import create_app, instance_secret_key
 from blog.db import get_db
 from blog.models import Post, User
 
 from .conftest import AuthActions, count_rows, shows_logged_in
+from .snapshot import rows
 from .webclient import Browser
 
 
@@ -80,19 +81,6 @@ def test_secret_key_is_generated_once_into_the_instance_folder(tmp_path):
     assert (tmp_path / "instance" / "secret_key").stat().st_mode & 0o077 == 0
 
 
-def database_rows(database_url) -> dict:
-    """Every row of every table of the blog, to compare before and after."""
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            return {
-                table: sorted(map(tuple, connection.execute(text(f'SELECT * FROM "{table}"'))))
-                for table in ("post", "user", "user_session", "login_failure")
-            }
-    finally:
-        engine.dispose()
-
-
 # Every route that changes something on POST, with a form that would change it.
 FORMS = {
     "/create": {"title": "sent by another method", "body": "b"},
@@ -108,24 +96,25 @@ READ_ONLY_ROUTES = ["/", "/post/1", "/users", "/users/author"]
 
 @pytest.mark.sqlite_only
 def test_only_post_with_a_valid_token_changes_anything(served_blog, project):
-    database_url = f"sqlite:///{project / 'blog.db'}"
+    engine = create_engine(f"sqlite:///{project / 'blog.db'}")
     browser = Browser(served_blog)
     browser.sign_up("author")
     assert browser.request("/create", {"title": "the author's post", "body": "b"})[0] == 302
     browser.open_form("/create")
-    before = database_rows(database_url)
+    before = rows(engine)
 
     # Each with the author's cookie and a valid token: HEAD is a GET without a body.
     for path in [*FORMS, *READ_ONLY_ROUTES]:
         for method in ("GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"):
             status = browser.request(path, FORMS.get(path, {}), method)[0]
             assert status in (200, 204, 405), (method, path, status)
-            assert database_rows(database_url) == before, (method, path)
+            assert rows(engine) == before, (method, path)
         assert browser.request(path, {**FORMS.get(path, {}), "csrf_token": ""})[0] in (400, 405)
-        assert database_rows(database_url) == before, ("POST without a token", path)
+        assert rows(engine) == before, ("POST without a token", path)
 
     for path, form in FORMS.items():
-        rows = database_rows(database_url)
+        earlier = rows(engine)
         browser.open_form("/auth/login")  # a new token after a login or password change
         assert browser.request(path, form)[0] == 302, path
-        assert database_rows(database_url) != rows, ("POST with a token", path)
+        assert rows(engine) != earlier, ("POST with a token", path)
+    engine.dispose()

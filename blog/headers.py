@@ -12,9 +12,14 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",  # frame-ancestors, for browsers that predate it
     "Referrer-Policy": "same-origin",
+    # No window the blog opens, or that opens it, can reach into the other.
+    "Cross-Origin-Opener-Policy": "same-origin",
 }
 
 
 def add_security_headers(response: Response) -> Response:
     response.headers.update(SECURITY_HEADERS)
+    if response.mimetype == "text/html":
+        # Every page names who is logged in: no cache may keep one for the next reader.
+        response.headers["Cache-Control"] = "no-store"
     return response

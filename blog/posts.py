@@ -1,5 +1,5 @@
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from flask import (
     Blueprint,
@@ -136,6 +136,10 @@ def get_post(id: int, check_author: bool = True) -> Post:
 def post_form_errors(title: str, body: str) -> list[str]:
     """Everything wrong with a post's title and body, to show at once."""
     errors = []
+    for field, text in (("Title", title), ("Body", body)):
+        if "\x00" in text:
+            # PostgreSQL cannot store it; refused on every database alike.
+            errors.append(f"{field} must not contain a NUL character.")
     if not title.strip():
         errors.append("Title is required.")
     elif len(title) > TITLE_MAX_LENGTH:
@@ -166,13 +170,16 @@ def users():
 
 @bp.route("/users/<username>")
 def user(username: str):
-    author = get_db().scalar(USER_NAMED_IN_ANY_CASE, {"username_key": username.lower()})
+    author = None
+    if "\x00" not in username:  # no account has one, and PostgreSQL refuses to compare it
+        author = get_db().scalar(USER_NAMED_IN_ANY_CASE, {"username_key": username.lower()})
     if author is None:
         abort(404, f"There is no user {username!r}.")
     if author.username != username:
-        # /users/ALICE is alice's page, at the one address it has.
-        query: dict[str, Any] = request.args.to_dict()  # ?before= or ?after=
-        return redirect(url_for("posts.user", username=author.username, **query), 301)
+        # /users/ALICE is alice's page, at the one address it has, and the same
+        # page of it: only the cursor goes along, never a keyword url_for obeys.
+        cursor = {name: request.args[name] for name in ("before", "after") if name in request.args}
+        return redirect(url_for("posts.user", username=author.username, **cursor), 301)
     page = page_of_posts(AUTHORS_POSTS, author_id=author.id)
     return render_template("posts/user.html", author=author, **page._asdict())
 

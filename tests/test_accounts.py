@@ -208,6 +208,10 @@ def test_every_response_carries_the_security_headers(app, client, auth):
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["X-Frame-Options"] == "DENY"
         assert response.headers["Referrer-Policy"] == "same-origin"
+        assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+        # A page names who is logged in; the stylesheet may be kept.
+        html = response.mimetype == "text/html"
+        assert (response.headers.get("Cache-Control") == "no-store") == html, response.mimetype
 
 
 @pytest.mark.parametrize(("setting", "secure"), [("1", True), (None, False)])

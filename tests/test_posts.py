@@ -254,6 +254,8 @@ def test_changing_a_missing_post_is_404(auth, path):
         ("title", "", "Body is required."),
         ("title", " \n ", "Body is required."),
         ("title", "é" * 32_768, "Body must be at most 65,535 bytes long in UTF-8."),
+        ("a\x00b", "body", "Title must not contain a NUL character."),
+        ("title", "a\x00b", "Body must not contain a NUL character."),
     ],
 )
 @pytest.mark.parametrize("path", ["/create", "/post/2/update"])
@@ -440,3 +442,27 @@ def test_a_users_page_answers_to_any_case_of_the_name(client):
     assert response.status_code == 301
     assert response.headers["Location"] == "/users/test?before=5"
     assert client.get("/users/nobody").status_code == 404
+
+
+@pytest.mark.parametrize("query", ["username=x", "endpoint=x", "_method=DELETE", "_external=1"])
+def test_a_query_string_never_steers_the_redirect(client, query):
+    response = client.get(f"/users/TEST?{query}&before=5", headers={"Host": "evil.example"})
+    assert response.status_code == 301
+    assert response.headers["Location"] == "/users/test?before=5"
+
+
+def test_a_user_name_with_a_nul_is_nobodys(client):
+    response = client.get("/users/a%00b")
+    assert response.status_code == 404
+    assert "There is no user" in response.get_data(as_text=True)
+
+
+def test_a_form_of_too_many_fields_is_refused_before_it_is_read(app, auth):
+    auth.login()
+    count = count_rows(app, Post)
+    response = auth.post(
+        "/create", {"title": "t", "body": "b", **{f"f{i}": "" for i in range(1000)}}
+    )
+    assert response.status_code == 400
+    assert "A form may have at most 1,000 fields." in response.get_data(as_text=True)
+    assert count_rows(app, Post) == count

@@ -1,5 +1,5 @@
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from flask import (
     Blueprint,
@@ -178,7 +178,9 @@ def user(username: str):
     if author.username != username:
         # /users/ALICE is alice's page, at the one address it has, and the same
         # page of it: only the cursor goes along, never a keyword url_for obeys.
-        cursor = {name: request.args[name] for name in ("before", "after") if name in request.args}
+        cursor: dict[str, Any] = {
+            name: request.args[name] for name in ("before", "after") if name in request.args
+        }
         return redirect(url_for("posts.user", username=author.username, **cursor), 301)
     page = page_of_posts(AUTHORS_POSTS, author_id=author.id)
     return render_template("posts/user.html", author=author, **page._asdict())

@@ -8,6 +8,7 @@ run whatever state the blog's code is in.
 """
 
 import contextlib
+import functools
 import io
 import itertools
 import logging
@@ -114,12 +115,25 @@ def create_engine(url: str | URL, **kwargs) -> Engine:
     """An engine for the blog's database, with SQLite's settings on SQLite."""
     engine = sqlalchemy.create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "connect", functools.partial(_configure_sqlite, sqlite_path(url)))
         event.listen(engine, "begin", _begin)
     return engine
 
 
-def _configure_sqlite(dbapi_connection, connection_record) -> None:
+def keep_private(path: Path) -> None:
+    """The database holds password hashes: readable by its owner alone, whatever
+    the umask. SQLite gives a new -wal and -shm its mode, and back_up() each copy."""
+    for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+        # Missing, or another user's: nothing of ours to change.
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
+
+
+def _configure_sqlite(path: Path | None, dbapi_connection, connection_record) -> None:
+    if path:
+        keep_private(path)  # opening it has just created it, if it was not there
     for pragma in SQLITE_PRAGMAS:
         dbapi_connection.execute(pragma)
     # Let SQLAlchemy emit BEGIN (below) instead of pysqlite, which runs DDL

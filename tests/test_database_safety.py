@@ -23,6 +23,7 @@ from database_safety import DatabaseProblem
 
 from .conftest import ADD_AUTHOR, ADD_SESSIONS, PROJECT, SERVER_URL_VARIABLES, alembic
 from .test_run import make_legacy_blog, titles
+from .webclient import Browser
 
 
 def test_blog_database_url_wins_over_alembic_ini(monkeypatch):
@@ -317,3 +318,29 @@ def test_autogenerate_writes_a_draft_revision(project, runner, blog_at_head, bac
     assert f'down_revision: str | Sequence[str] | None = "{ADD_SESSIONS}"' in source
     assert "op.drop_column('post', 'extra')" in source
     assert "op.create_index('ix_login_failure_address', 'login_failure'" in source
+
+
+def modes(folder: Path) -> dict[str, int]:
+    return {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.glob("blog.db*")}
+
+
+@pytest.fixture
+def usual_umask():
+    """The usual umask, 022, which gives a new file 0644, for the test and what it starts."""
+    before = os.umask(0o022)
+    yield
+    os.umask(before)
+
+
+@pytest.mark.sqlite_only
+def test_the_database_and_every_copy_are_its_owners_alone(
+    usual_umask, served_blog, project, runner
+):
+    browser = Browser(served_blog)
+    browser.sign_up("owner")  # the server now has blog.db-wal and -shm open
+    assert alembic(runner, project, "downgrade", "-1").returncode == 0
+    assert runner(project / "run.py", "restore", project / "blog.db.bak").returncode == 0
+    assert runner(project / "run.py", "init").returncode == 0
+    found = modes(project)
+    assert {"blog.db", "blog.db-wal", "blog.db-shm", "blog.db.bak", "blog.db.bak.1"} <= set(found)
+    assert set(found.values()) == {0o600}, found

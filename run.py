@@ -41,7 +41,7 @@ def init(app) -> None:
 
 def restore(app, backup_file: str) -> None:
     engine = app.extensions["db_engine"]
-    backup = restore_db(engine, Path(backup_file))
+    backup = restore_db(engine, Path(backup_file), migration_scripts(app))
     if backup:
         print(f"Backed up the current database to {backup}")
     print(f"Restored {Path(backup_file).resolve()} into {shown(engine.url)}")

@@ -8,7 +8,7 @@ from pathlib import Path
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Engine, MetaData, func, inspect, select, text
+from sqlalchemy import Column, Connection, Engine, MetaData, func, inspect, select, text
 
 from database_safety import (
     DISPOSABLE_TABLES,
@@ -62,9 +62,10 @@ def init_db(engine: Engine, scripts: ScriptDirectory) -> Path | None:
     return backup
 
 
-def restore_db(engine: Engine, source: Path) -> Path | None:
+def restore_db(engine: Engine, source: Path, scripts: ScriptDirectory) -> Path | None:
     """Replace a SQLite database's schema and rows with a backup's, in one transaction.
 
+    The backup must hold the blog and nothing else, at a revision of scripts.
     The database is backed up first, under the same write lock; that backup's
     path is returned (None if the database held no tables).
     """
@@ -97,6 +98,7 @@ def restore_db(engine: Engine, source: Path) -> Path | None:
             sqlite.execute("ATTACH DATABASE ? AS backup", (f"{source.as_uri()}?mode=ro",))
             try:
                 with connection.begin():  # BEGIN IMMEDIATE: the write lock
+                    refuse_what_is_not_a_blog(connection, source, scripts)
                     existing = MetaData()
                     existing.reflect(connection)
                     if existing.tables:
@@ -132,6 +134,41 @@ def restore_db(engine: Engine, source: Path) -> Path | None:
             backup.unlink()  # the database is as it was: the backup adds nothing
         raise
     return backup
+
+
+def refuse_what_is_not_a_blog(
+    connection: Connection, source: Path, scripts: ScriptDirectory
+) -> None:
+    """The attached backup may hold the blog's own tables, columns and indexes only,
+    at a revision this code knows: its CREATE statements are about to run, and a
+    trigger or a view in them would run with every request of the blog."""
+    tables = {table.name: set(table.columns.keys()) for table in Base.metadata.tables.values()}
+    tables["alembic_version"] = {"version_num"}
+    indexes = {index.name for table in Base.metadata.tables.values() for index in table.indexes}
+    inspector = inspect(connection)
+    foreign = []
+    for type_, name in connection.execute(
+        text("SELECT type, name FROM backup.sqlite_master WHERE name NOT LIKE 'sqlite_%'")
+    ):
+        if type_ == "table" and name in tables:
+            columns = {c["name"] for c in inspector.get_columns(name, schema="backup")}
+            foreign += [f"column {name}.{column}" for column in sorted(columns - tables[name])]
+        elif not (type_ == "index" and name in indexes):
+            foreign.append(f"{type_} {name}")
+    if foreign:
+        raise DatabaseProblem(
+            f"cannot restore {source}: it holds what the blog does not: {', '.join(foreign)}"
+        )
+    if not inspector.has_table("post", schema="backup"):
+        raise DatabaseProblem(f"cannot restore {source}: it holds no blog (no post table)")
+    if inspector.has_table("alembic_version", schema="backup"):
+        known = {revision.revision for revision in scripts.walk_revisions()}
+        stamped = set(connection.scalars(text("SELECT version_num FROM backup.alembic_version")))
+        if stamped - known:
+            raise DatabaseProblem(
+                f"cannot restore {source}: it is at revision {', '.join(sorted(stamped - known))}, "
+                "which this code does not know"
+            )
 
 
 def check_database(engine: Engine, scripts: ScriptDirectory) -> None:

@@ -150,15 +150,73 @@ def test_upgrade_on_an_empty_database_changes_nothing(backend, database_url, pro
     assert inspect(create_engine(database_url)).get_table_names() == []
 
 
+def a_copy_with(*statements):
+    """Make other.db, a copy of the blog with something added or taken away."""
+
+    def make(db):
+        other = db.with_name("other.db")
+        with closing(sqlite3.connect(db)) as source, closing(sqlite3.connect(other)) as copy:
+            source.backup(copy)
+            for statement in statements:
+                copy.execute(statement)
+            copy.commit()
+
+    return make
+
+
+def an_empty_file(db):
+    db.with_name("other.db").touch()
+
+
 @pytest.mark.parametrize(
-    "args", [["restore", "no-such.db"], ["restore", "not-a-database"], ["restore", "blog.db"]]
+    ("make", "args", "message"),
+    [
+        (None, ["no-such.db"], "is not a file"),
+        (None, ["not-a-database"], "file is not a database"),
+        (None, ["blog.db"], "is the database itself"),
+        (an_empty_file, ["other.db"], "it holds no blog (no post table)"),
+        (
+            a_copy_with(
+                "CREATE TRIGGER leak AFTER INSERT ON user_session BEGIN "
+                "UPDATE post SET body = (SELECT group_concat(username || ':' || password_hash) "
+                "FROM user) WHERE id = 1; END"
+            ),
+            ["other.db"],
+            "it holds what the blog does not: trigger leak",
+        ),
+        (
+            a_copy_with("CREATE VIEW hashes AS SELECT password_hash FROM user"),
+            ["other.db"],
+            "it holds what the blog does not: view hashes",
+        ),
+        (
+            a_copy_with("CREATE TABLE notes (id INTEGER)", "ALTER TABLE post ADD COLUMN extra"),
+            ["other.db"],
+            "it holds what the blog does not: column post.extra, table notes",
+        ),
+        (
+            a_copy_with("DROP TABLE login_failure", "DROP TABLE user_session", "DROP TABLE post"),
+            ["other.db"],
+            "it holds no blog (no post table)",
+        ),
+        (
+            a_copy_with("UPDATE alembic_version SET version_num = 'f00dfeedbeef'"),
+            ["other.db"],
+            "it is at revision f00dfeedbeef, which this code does not know",
+        ),
+    ],
 )
-def test_restore_refuses_what_is_not_a_backup(blog_with_accounts, project, runner, args):
+def test_restore_refuses_what_is_not_a_backup_of_the_blog(
+    blog_with_accounts, project, runner, make, args, message
+):
     (project / "not-a-database").write_text("my shopping list\n")
+    if make:
+        make(blog_with_accounts)
     before = state(create_engine(f"sqlite:///{blog_with_accounts}"))
-    result = runner(project / "run.py", *args, cwd=project)
+    result = runner(project / "run.py", "restore", *args, cwd=project)
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+    assert message in result.stderr
     assert state(create_engine(f"sqlite:///{blog_with_accounts}")) == before
     assert files_beside(blog_with_accounts) == ["blog.db"]
 

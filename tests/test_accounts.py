@@ -40,19 +40,24 @@ def logged_in_as(client) -> str | None:
         ("alice", "alice", "Password must be 8 to 200 characters long."),
         ("alice123", "alice123", "Password must not contain the username."),
         ("alice", "my name is ALICE", "Password must not contain the username."),
-        ("alice", "Password123", "Password is one of the most common passwords; choose another."),
-        ("alice", "qwertyuiop", "Password is one of the most common passwords; choose another."),
+        *(
+            ("alice", common, "Password is too easy to guess.")
+            # Common passwords that the rules before zxcvbn let through.
+            for common in ("Password1!", "qwerty1234", "iloveyou2", "Summer2024", "P@ssword1")
+        ),
     ],
 )
 def test_register_refuses_weak_passwords(app, auth, username, password, message):
     response = auth.post("/auth/register", {"username": username, "password": password})
     assert response.status_code == 400
-    assert message in flashes(response.get_data(as_text=True), "alert")
+    assert any(
+        alert.startswith(message) for alert in flashes(response.get_data(as_text=True), "alert")
+    )
     assert count_rows(app, User) == 2
 
 
 def test_the_forms_state_the_password_rules(client, auth):
-    rules = "not containing the username, and not one of the most common passwords"
+    rules = "not containing the username, and hard to guess"
     assert rules in client.get("/auth/register").get_data(as_text=True)
     auth.login()
     assert rules in client.get("/auth/password").get_data(as_text=True)

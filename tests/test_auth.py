@@ -61,6 +61,7 @@ def test_register_shows_every_error_at_once_and_keeps_the_name(auth):
     assert flashes(page, "alert") == [
         "Username may contain only letters, digits, '_', '.' and '-'.",
         "Password must be 8 to 200 characters long.",
+        "Password is too easy to guess. A word by itself is easy to guess. Add a word or two.",
     ]
     # What was typed stays, except the password, which is never sent back.
     assert form_fields(page) == {"username": "no way!", "password": ""}

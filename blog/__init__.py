@@ -36,6 +36,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         ALEMBIC_INI=db.ALEMBIC_INI,
         CHECK_DATABASE=True,
         POSTS_PER_PAGE=10,
+        USERS_PER_PAGE=50,
         MAX_CONTENT_LENGTH=1024 * 1024,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",

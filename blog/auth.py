@@ -120,20 +120,29 @@ def register():
             flash(error, "error")
         # The form comes back with the name as typed; a password never does.
         return render_template("auth/register.html", username=username), 400
+    # Each account costs a slow hash: as many from one address as failed logins.
+    record_attempt(None)
+    db = get_db()
+    if db.scalar(USER_NAMED_IN_ANY_CASE, {"username_key": username.lower()}):
+        return name_taken(username)
+    db.commit()  # no lock held through the hash
     # Hash first: the write lock is taken only once the row is ready.
     password_hash = generate_password_hash(password)
-    db = get_db()
     db.add(User(username=username, password_hash=password_hash))
     try:
         db.commit()
     except IntegrityError:
         # The unique index on lower(username) decides what "taken" means.
         db.rollback()
-        flash(f"Username {username} is already taken.", "error")
-        return render_template("auth/register.html", username=username), 409
+        return name_taken(username)
     flash(f"Registered as {username}. Log in to start writing.", "success")
     # The login form comes filled in with the new name.
     return redirect(url_for("auth.login", username=username))
+
+
+def name_taken(username: str):
+    flash(f"Username {username} is already taken.", "error")
+    return render_template("auth/register.html", username=username), 409
 
 
 @bp.route("/login", methods=("GET", "POST"))

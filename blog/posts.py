@@ -15,9 +15,9 @@ from flask import (
 from sqlalchemy import BigInteger, Select, bindparam, select
 from sqlalchemy.orm import joinedload
 
-from .auth import USER_NAMED_IN_ANY_CASE, login_required
+from .auth import USER_NAMED_IN_ANY_CASE, USERNAME_PATTERN, login_required
 from .db import get_db
-from .models import BODY_MAX_BYTES, MAX_ID, TITLE_MAX_LENGTH, Post, User
+from .models import BODY_MAX_BYTES, MAX_ID, TITLE_MAX_LENGTH, USERNAME_MAX_LENGTH, Post, User
 
 bp = Blueprint("posts", __name__)
 
@@ -162,10 +162,52 @@ def detail(id: int):
     return render_template("posts/detail.html", post=get_post(id, check_author=False))
 
 
+# Everyone by name, a page at a time by keyset, like the posts.
+USERS_AFTER = (
+    select(User)
+    .where(User.username_key > bindparam("name"))
+    .order_by(User.username_key)
+    .limit(bindparam("limit"))
+)
+USERS_BEFORE = (
+    select(User)
+    .where(User.username_key < bindparam("name"))
+    .order_by(User.username_key.desc())
+    .limit(bindparam("limit"))
+)
+ANY_USER_AFTER = select(User.id).where(User.username_key > bindparam("name")).limit(1)
+ANY_USER_BEFORE = select(User.id).where(User.username_key < bindparam("name")).limit(1)
+
+
+def name_cursor(name: str) -> str | None:
+    """The name in ?before= or ?after=, in lower case, or None; a 404 for one no user can have."""
+    value = request.args.get(name)
+    if value is None:
+        return None
+    if len(value) > USERNAME_MAX_LENGTH or not USERNAME_PATTERN.fullmatch(value):
+        abort(404, f"There is no page of users {name} {value[:20]!r}.")
+    return value.lower()
+
+
 @bp.route("/users")
 def users():
-    users = get_db().scalars(select(User).order_by(User.username_key)).all()
-    return render_template("posts/users.html", users=users)
+    """A page of users by name: ?after=<name> the next, ?before=<name> the one before."""
+    per_page = current_app.config["USERS_PER_PAGE"]
+    before, after = name_cursor("before"), name_cursor("after")
+    db = get_db()
+    if before is not None:
+        users = db.scalars(USERS_BEFORE, {"name": before, "limit": per_page + 1}).all()[::-1]
+        page = users[-per_page:]
+        earlier = {"before": page[0].username_key} if len(users) > per_page else None
+        later = {"after": page[-1].username_key} if page else {}
+    else:
+        users = db.scalars(USERS_AFTER, {"name": after or "", "limit": per_page + 1}).all()
+        page = users[:per_page]
+        later = {"after": page[-1].username_key} if len(users) > per_page else None
+        earlier = None
+        if after and db.scalar(ANY_USER_BEFORE, {"name": page[0].username_key if page else after}):
+            earlier = {"before": page[0].username_key} if page else {}
+    return render_template("posts/users.html", users=page, earlier=earlier, later=later)
 
 
 @bp.route("/users/<username>")

@@ -42,23 +42,23 @@ BY_NAME = failures_within_window(LoginFailure.username_key)
 FROM_ADDRESS = failures_within_window(LoginFailure.address)
 
 
-def record_attempt(username_key: str) -> LoginFailure:
+def record_attempt(username_key: str | None) -> LoginFailure:
     """Write this login attempt down as a failure, or refuse it with 429.
 
     username_key is the name in lower case, or "" for one that no account can
-    have (failures then count against the address alone, in effect).
+    have (failures then count against the address alone, in effect); None
+    counts against the address alone (a registration).
     """
     db = get_db()
     now = utcnow()
     since = now - LOGIN_WINDOW
     # The longest IPv6 address in text fits; a zone index ("%eth0") may not.
     attempt = LoginFailure(
-        username_key=username_key, address=(request.remote_addr or "")[:45], created=now
+        username_key=username_key or "", address=(request.remote_addr or "")[:45], created=now
     )
-    checks = (
-        (BY_NAME, attempt.username_key, MAX_FAILURES_PER_NAME),
-        (FROM_ADDRESS, attempt.address, MAX_FAILURES_PER_ADDRESS),
-    )
+    checks = [(FROM_ADDRESS, attempt.address, MAX_FAILURES_PER_ADDRESS)]
+    if username_key is not None:
+        checks.append((BY_NAME, attempt.username_key, MAX_FAILURES_PER_NAME))
     for (clear_out, _), value, _ in checks:
         db.execute(clear_out, {"value": value, "since": since})
     db.add(attempt)
@@ -68,9 +68,12 @@ def record_attempt(username_key: str) -> LoginFailure:
         if failures > limit:
             db.delete(attempt)  # a refused try is not a guess
             db.commit()
+            wait = seconds_until(oldest + LOGIN_WINDOW, now)
+            minutes = math.ceil(wait / 60)
             raise TooManyRequests(
-                "Too many failed logins. Wait a while, then try again.",
-                retry_after=seconds_until(oldest + LOGIN_WINDOW, now),
+                f"Too many tries. Wait {minutes} minute{'s' if minutes > 1 else ''}, "
+                "then try again.",
+                retry_after=wait,
             )
     db.commit()
     return attempt

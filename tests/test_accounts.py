@@ -153,7 +153,7 @@ def test_five_failures_for_a_name_then_429_until_the_window_passes(app, client, 
     refused = auth.login("test", PASSWORD)
     assert refused.status_code == 429
     assert 890 <= int(refused.headers["Retry-After"]) <= 900
-    assert "Too many failed logins" in refused.get_data(as_text=True)
+    assert "Too many tries. Wait 15 minutes, then try again." in refused.get_data(as_text=True)
     assert auth.login("other", PASSWORD).status_code == 302  # another name is not held up
     with app.app_context():
         db = get_db()
@@ -336,3 +336,30 @@ def test_a_restored_backup_brings_back_no_session(app, client, auth, project, ru
     replay = app.test_client()
     replay.set_cookie("session", cookie)
     assert logged_in_as(replay) is None
+
+
+def test_registrations_from_one_address_are_throttled_like_logins(app, client, auth):
+    for n in range(20):
+        response = auth.post(
+            "/auth/register", {"username": f"user{n}", "password": "a fine password"}
+        )
+        assert response.status_code == 302
+    refused = auth.post("/auth/register", {"username": "user20", "password": "a fine password"})
+    assert refused.status_code == 429
+    assert "Too many tries. Wait 15 minutes" in refused.get_data(as_text=True)
+    assert count_rows(app, User) == 22
+    # They share the address's budget with failed logins; elsewhere is not held up.
+    assert auth.login().status_code == 429
+    elsewhere = app.test_client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "127.0.0.2"
+    assert AuthActions(elsewhere).login().status_code == 302
+
+
+def test_a_taken_name_is_refused_before_any_password_is_hashed(app, auth, monkeypatch):
+    def no_hashing(password):
+        raise AssertionError("a password was hashed for a taken name")
+
+    monkeypatch.setattr("blog.auth.generate_password_hash", no_hashing)
+    response = auth.post("/auth/register", {"username": "TEST", "password": "a fine password"})
+    assert response.status_code == 409
+    assert "Username TEST is already taken." in flashes(response.get_data(as_text=True), "alert")

@@ -466,3 +466,29 @@ def test_a_form_of_too_many_fields_is_refused_before_it_is_read(app, auth):
     assert response.status_code == 400
     assert "A form may have at most 1,000 fields." in response.get_data(as_text=True)
     assert count_rows(app, Post) == count
+
+
+def users_on(page: str) -> list[str]:
+    return re.findall(r'<li><a href="/users/([^"]+)"', page)
+
+
+def test_users_are_paged_by_name_both_ways(app, client):
+    app.config["USERS_PER_PAGE"] = 1
+    first = client.get("/users").get_data(as_text=True)
+    assert users_on(first) == ["other"]
+    assert "Earlier names" not in first
+    assert 'href="/users?after=other"' in first
+    second = client.get("/users?after=other").get_data(as_text=True)
+    assert users_on(second) == ["test"]
+    assert "Later names" not in second
+    assert 'href="/users?before=test"' in second
+    assert users_on(client.get("/users?before=test").get_data(as_text=True)) == ["other"]
+    past_the_end = client.get("/users?after=zzz").get_data(as_text=True)
+    assert users_on(past_the_end) == [] and "No names come this far." in past_the_end
+
+
+@pytest.mark.parametrize("cursor", ["after=a%00b", "before=" + "x" * 81, "after=no way"])
+def test_a_page_of_users_no_name_could_start_is_404(client, cursor):
+    response = client.get(f"/users?{cursor}")
+    assert response.status_code == 404
+    assert "There is no page of users" in response.get_data(as_text=True)

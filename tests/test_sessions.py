@@ -132,7 +132,7 @@ def test_failed_logins_are_counted_across_processes_and_threads(serve):
     status, _, page = guessers[0].request(
         "/auth/login", {"username": "alice", "password": PASSWORD}
     )
-    assert status == 429 and "Too many failed logins" in page
+    assert status == 429 and "Too many tries. Wait 15 minutes, then try again." in page
 
 
 @pytest.mark.parametrize("options", [[], ["--debug"]], ids=["gunicorn", "debug"])

@@ -12,7 +12,7 @@ from .csrf import SAFE_METHODS
 from .db import get_db
 from .models import USERNAME_MAX_LENGTH, User
 from .sessions import end_other_sessions, end_session, logged_in_user, start_session
-from .throttle import clear_failures, record_attempt
+from .throttle import clear_failures, record_attempt, remember_device, throttle_key
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -154,7 +154,7 @@ def login():
     # A name no account can have is looked up nowhere, and its failures
     # count under "" (and against the address).
     key = "" if username_errors(username) else username.lower()
-    attempt = record_attempt(key)  # 429 after too many failures
+    attempt = record_attempt(throttle_key(key) if key else key)  # 429 after too many failures
     db = get_db()
     user = db.scalar(USER_NAMED_IN_ANY_CASE, {"username_key": key}) if key else None
     # End the transaction before the slow password check, so that it never
@@ -164,11 +164,13 @@ def login():
         flash("Incorrect username or password.", "error")
         return render_template("auth/login.html", username=username), 401
     assert user is not None  # nobody's password hash matches no password
-    clear_failures(attempt)
+    clear_failures(key, attempt)
     start_session(user)
     db.commit()
     flash(f"Logged in as {user.username}.", "success")
-    return redirect(url_for("posts.index"))
+    response = redirect(url_for("posts.index"))
+    remember_device(response, key)
+    return response
 
 
 @bp.post("/logout")
@@ -192,13 +194,14 @@ def change_password():
         for error in errors:
             flash(error, "error")
         return render_template("auth/password.html"), 400
-    attempt = record_attempt(user.username.lower())  # guessing here is throttled too
+    key = user.username.lower()
+    attempt = record_attempt(throttle_key(key))  # guessing here is throttled too
     if not check_password_hash(user.password_hash, current):
         flash("The current password is not right.", "error")
         return render_template("auth/password.html"), 401
     db = get_db()
     user.password_hash = generate_password_hash(new)
-    clear_failures(attempt)
+    clear_failures(key, attempt)
     end_other_sessions(user)
     db.commit()
     flash("Password changed. Every other session of yours is logged out.", "success")

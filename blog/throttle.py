@@ -6,6 +6,11 @@ address MAX_FAILURES_PER_ADDRESS times; further tries get 429 Too Many Requests
 with Retry-After, until the oldest failure leaves the window. A successful
 login clears its name's failures.
 
+A browser that has logged in to an account before holds a device cookie for
+it (OWASP's "Slow Down Online Guessing Attacks with Device Cookies"): its
+attempts count against that browser, not the name, so that guesses from
+anywhere else can never keep the account's owner out.
+
 An attempt is committed as a failure before it is counted, and it counts
 every failure committed by then, its own and any that came in meanwhile. So
 tries at the same moment, in any process, can never let more than the limit
@@ -13,9 +18,11 @@ through; at worst a few more of them are refused.
 """
 
 import math
+import secrets
 from datetime import datetime, timedelta
 
-from flask import request
+from flask import Response, current_app, request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import InstrumentedAttribute
 from werkzeug.exceptions import TooManyRequests
@@ -26,6 +33,9 @@ from .models import LoginFailure, utcnow
 MAX_FAILURES_PER_NAME = 5
 MAX_FAILURES_PER_ADDRESS = 20
 LOGIN_WINDOW = timedelta(minutes=15)
+DEVICE_COOKIE = "device"
+DEVICE_LIFETIME_SECONDS = 365 * 24 * 3600
+MAX_DEVICE_ACCOUNTS = 5  # accounts one browser is known for
 
 
 def failures_within_window(column: InstrumentedAttribute[str]) -> tuple:
@@ -79,9 +89,50 @@ def record_attempt(username_key: str | None) -> LoginFailure:
     return attempt
 
 
-def clear_failures(attempt: LoginFailure) -> None:
-    """The password was right: forget the name's failures; the caller commits."""
-    get_db().execute(delete(LoginFailure).where(LoginFailure.username_key == attempt.username_key))
+def clear_failures(username_key: str, attempt: LoginFailure) -> None:
+    """The password was right: forget the name's failures and this attempt's
+    (a device's); the caller commits."""
+    keys = {username_key, attempt.username_key}
+    get_db().execute(delete(LoginFailure).where(LoginFailure.username_key.in_(keys)))
+
+
+def device_signer() -> URLSafeTimedSerializer:
+    key = current_app.secret_key
+    assert key is not None  # create_app always sets one
+    return URLSafeTimedSerializer(key, salt="device cookie")
+
+
+def known_devices() -> dict[str, str]:
+    """The accounts this browser has logged in to, each with its device's token."""
+    try:
+        devices = device_signer().loads(
+            request.cookies.get(DEVICE_COOKIE, ""), max_age=DEVICE_LIFETIME_SECONDS
+        )
+    except BadSignature:
+        return {}
+    return devices if isinstance(devices, dict) else {}
+
+
+def throttle_key(username_key: str) -> str:
+    """What this attempt's failures count against: this browser's own, if it has
+    logged in to the account before, else the name's."""
+    token = known_devices().get(username_key)
+    return f"device {token}" if token else username_key
+
+
+def remember_device(response: Response, username_key: str) -> None:
+    """After a login: this browser is known for the account from now on."""
+    devices = known_devices()
+    devices.setdefault(username_key, secrets.token_hex(16))
+    devices = dict(list(devices.items())[-MAX_DEVICE_ACCOUNTS:])
+    response.set_cookie(
+        DEVICE_COOKIE,
+        device_signer().dumps(devices),
+        max_age=DEVICE_LIFETIME_SECONDS,
+        httponly=True,
+        samesite="Lax",
+        secure=current_app.config["SESSION_COOKIE_SECURE"],
+    )
 
 
 def seconds_until(when: datetime, now: datetime) -> int:

@@ -363,3 +363,33 @@ def test_a_taken_name_is_refused_before_any_password_is_hashed(app, auth, monkey
     response = auth.post("/auth/register", {"username": "TEST", "password": "a fine password"})
     assert response.status_code == 409
     assert "Username TEST is already taken." in flashes(response.get_data(as_text=True), "alert")
+
+
+def client_from(app, address):
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+def test_a_browser_that_logged_in_before_is_never_locked_out_by_guesses(app):
+    owner = AuthActions(client_from(app, "127.5.0.2"))
+    assert owner.login().status_code == 302  # the browser now holds a device cookie
+    owner.logout()
+    attacker = AuthActions(client_from(app, "127.5.0.1"))
+    for _ in range(5):
+        assert attacker.login("test", "a wrong guess").status_code == 401
+    assert attacker.login().status_code == 429  # the right password, from the guesser
+    # Another browser, never logged in to test, meets the limit; a forged cookie changes nothing.
+    stranger = client_from(app, "127.5.0.3")
+    assert AuthActions(stranger).login().status_code == 429
+    stranger.set_cookie("device", "forged")
+    assert AuthActions(stranger).login().status_code == 429
+    assert owner.login().status_code == 302
+
+
+def test_guesses_from_a_known_browser_still_meet_the_limit(app):
+    known = AuthActions(client_from(app, "127.5.0.2"))
+    assert known.login().status_code == 302
+    for _ in range(5):
+        assert known.login("test", "a wrong guess").status_code == 401
+    assert known.login().status_code == 429

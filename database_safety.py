@@ -15,6 +15,7 @@ import logging
 import os
 import sqlite3
 import stat
+import tempfile
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -171,6 +172,9 @@ DISPOSABLE_TABLES = frozenset({"user_session", "login_failure"})
 
 # --- Backups ----------------------------------------------------------------
 
+# A backup being written, or one that a killed process left unfinished.
+PARTIAL_BACKUP_PREFIX = ".partial-backup-of-"
+
 
 def back_up(path: Path) -> Path:
     """Copy a SQLite database to a new file beside it and return the copy's path.
@@ -180,32 +184,38 @@ def back_up(path: Path) -> Path:
     API reads blog.db-wal too); called while another connection holds the write
     lock and has changed nothing yet, no commit can fall between the backup and
     what that connection does next. The copy is a single file, with the
-    database's permissions, on disk before this returns; whatever stops it
-    halfway, no partial copy is left.
+    database's permissions, on disk before this returns.
+
+    It is whole or absent: written under a name nobody takes for a backup,
+    then linked to its own. Whatever stops it, SIGKILL included, leaves at most
+    a partial copy under that other name, which the next backup removes.
     """
     mode = stat.S_IMODE(path.stat().st_mode)
-    for n in itertools.count():
-        backup = path.with_name(f"{path.name}.bak" + (f".{n}" if n else ""))
-        try:
-            fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            break
-        except FileExistsError:
-            continue
+    # Callers hold the write lock: no other backup of this database is under way.
+    for leftover in path.parent.glob(f"{PARTIAL_BACKUP_PREFIX}{path.name}.*"):
+        leftover.unlink(missing_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{PARTIAL_BACKUP_PREFIX}{path.name}.")
+    partial = Path(name)
     try:
         os.fchmod(fd, mode)  # exactly the database's mode, whatever the umask
-        with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(backup)) as target:
+        with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(partial)) as target:
             source.backup(target)
             target.execute("PRAGMA journal_mode = DELETE")  # no -wal beside the copy
         os.fsync(fd)
+        for n in itertools.count():
+            backup = path.with_name(f"{path.name}.bak" + (f".{n}" if n else ""))
+            try:
+                os.link(partial, backup)  # never replaces a file of that name
+                break
+            except FileExistsError:
+                continue
         fsync_folder(path.parent)
-    except BaseException as error:
-        for leftover in (backup, backup.with_name(backup.name + "-journal")):
-            leftover.unlink(missing_ok=True)
-        if isinstance(error, sqlite3.Error):
-            raise DatabaseProblem(f"cannot back up {path}: {error}") from error
-        raise
+    except sqlite3.Error as error:
+        raise DatabaseProblem(f"cannot back up {path}: {error}") from error
     finally:
         os.close(fd)
+        for leftover in (partial, partial.with_name(partial.name + "-journal")):
+            leftover.unlink(missing_ok=True)
     return backup
 
 

@@ -437,3 +437,28 @@ def test_downgrade_copies_the_posts_when_a_table_constraint_names_the_author(pro
         in result.stderr
     )
     assert titles(db) == titles_before
+
+
+@pytest.mark.parametrize("after", [0.1, 0.3, 0.6, 1.0])
+def test_a_backup_cut_short_is_never_taken_for_a_backup(project, runner, after):
+    db = project / "blog.db"
+    assert runner(project / "run.py", "init").returncode == 0
+    add_posts(db, 200_000)
+    init = subprocess.Popen(
+        [sys.executable, project / "run.py", "init"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(after)  # while it copies blog.db, or before, or after
+    init.send_signal(signal.SIGKILL)
+    init.wait()
+
+    for backup in project.glob("blog.db.bak*"):
+        with closing(sqlite3.connect(backup)) as connection:
+            assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            assert connection.execute("SELECT count(*) FROM post").fetchone() == (200_000,)
+    # The next backup clears away what the killed one left.
+    assert runner(project / "run.py", "init").returncode == 0
+    assert not list(project.glob(".partial-backup-of-*"))
+    assert titles(db) == []
+    assert any(len(titles(backup)) == 200_000 for backup in project.glob("blog.db.bak*"))

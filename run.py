@@ -1,6 +1,6 @@
 """Serve the blog, create its database, check it, or copy it to another database.
 
-    python run.py                 serve the blog on http://127.0.0.1:5000 (gunicorn)
+    python run.py                 serve the blog on http://127.0.0.1:5000 (granian)
     python run.py --debug         serve it with Flask's debugger and reloader instead
     python run.py init            create the database (backing up an existing one)
     python run.py restore FILE    put a backup back (backing up the database first)
@@ -16,7 +16,9 @@ import socket
 import sys
 from pathlib import Path
 
-from gunicorn.app.base import BaseApplication
+from granian import Granian
+from granian.constants import Interfaces
+from granian.http import HTTP1Settings
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from werkzeug.serving import WSGIRequestHandler
 
@@ -47,25 +49,39 @@ def restore(app, backup_file: str) -> None:
     print(f"Restored {Path(backup_file).resolve()} into {shown(engine.url)}")
 
 
-# gunicorn as `python run.py` starts it: a worker process per CPU, each with
-# threads for the requests that wait (a login's password hash, a slow client).
+# granian as `python run.py` starts it: a worker process per CPU, each with
+# threads for the requests that wait (a login's password hash, a database lock).
 DEFAULT_WORKERS = os.cpu_count() or 1
 DEFAULT_THREADS = 4
 
 
-class WSGIServer(BaseApplication):
-    """gunicorn, serving an app that each worker process makes for itself."""
+def serve_wsgi(factory: str, host: str, port: int, workers: int, threads: int) -> None:
+    """Serve, with granian, the WSGI app that factory ("module:function", from
+    this folder) makes in each worker process.
 
-    def __init__(self, make_app, options: dict) -> None:
-        self.make_app, self.options = make_app, options
-        super().__init__()
+    granian reads every request whole before a thread sees it, so clients that
+    send slowly, or never finish, hold no thread: with gunicorn's threads, 50
+    of them stopped the blog.
+    """
+    Granian(
+        factory,
+        factory=True,
+        interface=Interfaces.WSGI,
+        websockets=False,  # a WSGI app has none
+        address=host,
+        port=port,
+        workers=workers,
+        blocking_threads=threads,
+        # A connection per request: each goes back to the queue every worker
+        # takes from, as the load benchmark measures it.
+        http1_settings=HTTP1Settings(keep_alive=False),
+        working_dir=Path(__file__).resolve().parent,
+    ).serve()
 
-    def load_config(self) -> None:
-        for name, value in self.options.items():
-            self.cfg.set(name, value)
 
-    def load(self):
-        return self.make_app()
+def serving_app():
+    # serve() checked the database, once: a worker that failed the check would die.
+    return create_app({"CHECK_DATABASE": False})
 
 
 class VersionlessRequestHandler(WSGIRequestHandler):
@@ -75,29 +91,15 @@ class VersionlessRequestHandler(WSGIRequestHandler):
         return "Werkzeug"
 
 
-def server_options(host: str, port: int, workers: int, threads: int) -> dict:
-    return {
-        "bind": f"{host}:{port}",
-        "workers": workers,
-        "threads": threads,
-        # Each connection goes back to the shared queue after its response, so
-        # requests spread over every worker: kept alive, a burst of clients
-        # could all stay with the first worker that accepted them.
-        "keepalive": 0,
-        # No control socket: its one path per user would be shared by every blog.
-        "control_socket_disable": True,
-    }
-
-
 class PortProblem(Exception):
     """The address to serve on cannot be had; the message says what to do."""
 
 
 def refuse_a_busy_port(host: str, port: int) -> None:
-    # gunicorn would retry for several seconds, then print a line per attempt.
+    # One line naming --port, before any worker starts.
     family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     with socket.socket(family, kind) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
         try:
             probe.bind(address)
         except OSError as error:
@@ -115,10 +117,7 @@ def serve(app, host: str, port: int, debug: bool, workers: int, threads: int) ->
     refuse_a_busy_port(host, port)
     # The workers fork from this process: none may inherit its connections.
     app.extensions["db_engine"].dispose()
-    # Checked above, once: a worker that failed the check would stop the server.
-    WSGIServer(
-        lambda: create_app({"CHECK_DATABASE": False}), server_options(host, port, workers, threads)
-    ).run()
+    serve_wsgi("run:serving_app", host, port, workers, threads)
 
 
 def check(app) -> int:

@@ -2,7 +2,7 @@
 
 One Flask view on raw sqlite3, a connection per request in a deferred
 transaction, rendering the blog's own templates, so that both answer with
-the same bytes. Served by the same gunicorn, with the same settings, as
+the same bytes. Served by the same granian, with the same settings, as
 `python run.py` serves the blog:
 
     BASELINE_DATABASE=blog.db python -m tests.flaskr_baseline PORT
@@ -74,7 +74,9 @@ def create_app() -> Flask:
 
 
 if __name__ == "__main__":
-    from run import DEFAULT_THREADS, DEFAULT_WORKERS, WSGIServer, server_options
+    from run import DEFAULT_THREADS, DEFAULT_WORKERS, serve_wsgi
 
-    options = server_options("127.0.0.1", int(sys.argv[1]), DEFAULT_WORKERS, DEFAULT_THREADS)
-    WSGIServer(create_app, options).run()
+    port = int(sys.argv[1])
+    serve_wsgi(
+        "tests.flaskr_baseline:create_app", "127.0.0.1", port, DEFAULT_WORKERS, DEFAULT_THREADS
+    )

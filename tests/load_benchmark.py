@@ -8,7 +8,7 @@ keep-alive clients:
 
 - `/`, `/post/<id>` and `/users/<name>` at 1, 4 and 16 clients;
 - the same index served by tests/flaskr_baseline.py (a Flask view on raw
-  sqlite3, as flaskr does it) under the same gunicorn, in the same rounds;
+  sqlite3, as flaskr does it) under the same granian, in the same rounds;
 - readers of `/` beside 2 writers posting as fast as they can;
 - readers while another process holds a large write transaction on blog.db;
 - readers beside 4 users logging in over and over.
@@ -345,7 +345,7 @@ def main() -> None:
         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
     )
     print(
-        f"\ngunicorn, {DEFAULT_WORKERS} workers x {DEFAULT_THREADS} threads; wrk, "
+        f"\ngranian, {DEFAULT_WORKERS} workers x {DEFAULT_THREADS} threads; wrk, "
         f"{args.seconds} s a point, pages the median of {args.repeat} rounds; {machine}\n"
     )
     print_tables(results, found)

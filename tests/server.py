@@ -49,6 +49,5 @@ def serving(command: list, log: Path, env: dict | None = None, cwd=None) -> Iter
         yield base_url
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        # A worker that gunicorn forks just as the signal comes misses it and
-        # is killed after gunicorn's graceful timeout, 30 s.
+        # The server lets its workers finish what they are answering first.
         server.wait(40)

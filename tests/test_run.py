@@ -91,13 +91,15 @@ def test_serve_refuses_a_database_it_cannot_use(project, runner, prepare, messag
 ENTRY_POINTS = {
     "run.py": ["run.py"],
     "flask run": ["-m", "flask", "--app", "blog", "run", "--port", "{port}"],
-    "gunicorn": [
+    "granian": [
         "-m",
-        "gunicorn",
-        "--no-control-socket",
-        "-b",
-        "127.0.0.1:{port}",
-        "blog:create_app()",
+        "granian",
+        "--interface",
+        "wsgi",
+        "--factory",
+        "--port",
+        "{port}",
+        "blog:create_app",
     ],
 }
 
@@ -118,7 +120,7 @@ def test_every_way_of_serving_refuses_the_same_way(project, runner, entry_point,
     result = runner(*args, cwd=project, timeout=60)
     assert result.returncode != 0
     assert message in result.stderr
-    if entry_point != "gunicorn":  # gunicorn logs the traceback of an app that fails to load
+    if entry_point != "granian":  # granian logs the traceback of an app that fails to load
         assert len(result.stderr.strip().splitlines()) == 1
 
 
@@ -198,7 +200,7 @@ def test_serve_runs_a_production_server_with_the_workers_asked_for(project, runn
     page, log = serve(project, "--workers", "3", "--threads", "2")
     assert "<h1>Posts</h1>" in page
     assert "development server" not in log
-    assert "Starting gunicorn" in log and log.count("Booting worker") == 3
+    assert "Listening at" in log and log.count("Started worker-") == 3
 
 
 def test_serve_debug_runs_flasks_debugger(project, runner):

@@ -1,9 +1,11 @@
 """The blog keeps serving readers and writers while its database is migrated,
 backed up or recreated, and loses nothing it acknowledged."""
 
+import socket
 import sqlite3
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -187,3 +189,49 @@ def test_an_upgrade_racing_init_lands_in_the_backup_or_not_at_all(project, runne
     # or found the new database already at the latest revision.
     upgraded = "Running upgrade" in upgrade.stderr
     assert (version(backup) == [(REVISIONS[-1].revision,)]) == upgraded, upgrade.stderr
+
+
+class SlowClients:
+    """Connections that send one byte and stop, and connections that send a
+    header line every 2 s, never finishing their requests."""
+
+    def __init__(self, base_url, count):
+        host, port = base_url.removeprefix("http://").split(":")
+        self.address = (host, int(port))
+        self.count = count
+        self.stop = threading.Event()
+        self.sockets = []
+
+    def drip(self, connection):
+        connection.sendall(b"GET / HTTP/1.1\r\nHost: blog\r\n")
+        while not self.stop.wait(2):
+            try:
+                connection.sendall(b"X-Slowly: yes\r\n")
+            except OSError:
+                return
+
+    def __enter__(self):
+        for n in range(2 * self.count):
+            connection = socket.create_connection(self.address)
+            self.sockets.append(connection)
+            if n < self.count:
+                connection.sendall(b"G")
+            else:
+                threading.Thread(target=self.drip, args=(connection,), daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for connection in self.sockets:
+            connection.close()
+
+
+@pytest.mark.sqlite_only
+def test_slow_clients_cannot_stop_the_blog(served_blog):
+    with SlowClients(served_blog, 200):
+        answered = []
+        for _ in range(10):
+            with urllib.request.urlopen(served_blog + "/", timeout=5) as response:
+                answered.append(response.status)
+            time.sleep(0.3)
+    assert answered == [200] * 10

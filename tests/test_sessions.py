@@ -135,7 +135,7 @@ def test_failed_logins_are_counted_across_processes_and_threads(serve):
     assert status == 429 and "Too many tries. Wait 15 minutes, then try again." in page
 
 
-@pytest.mark.parametrize("options", [[], ["--debug"]], ids=["gunicorn", "debug"])
+@pytest.mark.parametrize("options", [[], ["--debug"]], ids=["granian", "debug"])
 def test_the_server_names_no_version(serve, options):
     base_url = serve(*options)
     with urllib.request.urlopen(base_url + "/") as response:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from click import ClickException
 from flask import Flask, redirect, render_template, url_for
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 from werkzeug.routing import IntegerConverter
 from werkzeug.wrappers import Response
 
@@ -42,6 +42,11 @@ def create_app(test_config: dict | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         # Behind HTTPS, BLOG_SECURE_COOKIES=1 keeps the cookie off plain HTTP.
         SESSION_COOKIE_SECURE=os.environ.get("BLOG_SECURE_COOKIES") == "1",
+        # The host names the blog answers to, e.g. "blog.example.org,www.blog.example.org";
+        # any other Host header gets 400. Unset: any (its redirects name no host anyway).
+        TRUSTED_HOSTS=[name.strip() for name in os.environ["BLOG_HOSTS"].split(",")]
+        if os.environ.get("BLOG_HOSTS")
+        else None,
         # A session ends after a day without a request, and two weeks after login.
         SESSION_IDLE_SECONDS=seconds_setting("BLOG_SESSION_IDLE_SECONDS", 24 * 3600),
         SESSION_MAX_SECONDS=seconds_setting("BLOG_SESSION_MAX_SECONDS", 14 * 24 * 3600),
@@ -61,6 +66,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.url_map.converters["id"] = IdConverter
     app.add_url_rule("/favicon.ico", "favicon", favicon)
     app.register_error_handler(HTTPException, show_error)
+    app.register_error_handler(SecurityError, refuse_plainly)
     app.after_request(headers.add_security_headers)
     db.init_app(app)
     if app.config["CHECK_DATABASE"]:
@@ -120,3 +126,11 @@ def show_error(error: HTTPException):
     # Keep the error's own headers, such as Allow (405) and Retry-After (503).
     headers = [(name, value) for name, value in error.get_headers() if name != "Content-Type"]
     return render_template("error.html", error=error), error.code, headers
+
+
+def refuse_plainly(error: SecurityError) -> Response:
+    # A Host not in BLOG_HOSTS: no URL of the blog can be built for it, so
+    # the page with its links cannot be either.
+    return Response(
+        f"{error.code} {error.name}: {error.description}\n", error.code, mimetype="text/plain"
+    )

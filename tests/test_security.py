@@ -118,3 +118,13 @@ def test_only_post_with_a_valid_token_changes_anything(served_blog, project):
         assert browser.request(path, form)[0] == 302, path
         assert rows(engine) != earlier, ("POST with a token", path)
     engine.dispose()
+
+
+def test_only_the_blogs_host_names_are_answered(database_url, monkeypatch):
+    monkeypatch.setenv("BLOG_HOSTS", "blog.example.org, www.blog.example.org")
+    app = create_app({"DATABASE_URL": database_url, "CHECK_DATABASE": False})
+    client = app.test_client()
+    assert client.get("/favicon.ico", headers={"Host": "www.blog.example.org"}).status_code == 301
+    refused = client.get("/favicon.ico", headers={"Host": "evil.example"})
+    assert refused.status_code == 400
+    assert "Host 'evil.example' is not trusted." in refused.get_data(as_text=True)

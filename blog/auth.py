@@ -32,8 +32,8 @@ PASSWORD_JUDGED_LENGTH = 32
 @functools.cache
 def nobodys_password_hash() -> str:
     """Checked when nobody has the name given, so that an unknown name takes as
-    long to refuse as a wrong password. Made on first use: hashing is slow on
-    purpose, and importing the blog should not be."""
+    long to refuse as a wrong password. Made by create_app, not at import:
+    hashing is slow on purpose, and importing the blog should not be."""
     return generate_password_hash(secrets.token_urlsafe())
 
 

@@ -12,7 +12,13 @@ from .csrf import SAFE_METHODS
 from .db import get_db
 from .models import USERNAME_MAX_LENGTH, User
 from .sessions import end_other_sessions, end_session, logged_in_user, start_session
-from .throttle import clear_failures, record_attempt, remember_device, throttle_key
+from .throttle import (
+    LOGIN_WINDOW,
+    clear_failures,
+    record_attempt,
+    remember_device,
+    throttle_key,
+)
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -162,6 +168,12 @@ def login():
     db.commit()
     if not check_password_hash(user.password_hash if user else nobodys_password_hash(), password):
         flash("Incorrect username or password.", "error")
+        if attempt.failures_left == 1:
+            flash(
+                f"One more failed try will stop logins from here for "
+                f"{LOGIN_WINDOW.seconds // 60} minutes.",
+                "error",
+            )
         return render_template("auth/login.html", username=username), 401
     assert user is not None  # nobody's password hash matches no password
     clear_failures(key, attempt)

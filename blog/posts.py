@@ -147,7 +147,10 @@ def post_form_errors(title: str, body: str) -> list[str]:
     if not body.strip():
         errors.append("Body is required.")
     elif len(body.encode()) > BODY_MAX_BYTES:
-        errors.append(f"Body must be at most {BODY_MAX_BYTES:,} bytes long in UTF-8.")
+        errors.append(
+            f"Body is too long: keep it to about {BODY_MAX_BYTES // 4 // 1000:,},000 characters "
+            f"({BODY_MAX_BYTES:,} bytes in UTF-8)."
+        )
     return errors
 
 

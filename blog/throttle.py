@@ -20,6 +20,7 @@ through; at worst a few more of them are refused.
 import math
 import secrets
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from flask import Response, current_app, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -52,7 +53,12 @@ BY_NAME = failures_within_window(LoginFailure.username_key)
 FROM_ADDRESS = failures_within_window(LoginFailure.address)
 
 
-def record_attempt(username_key: str | None) -> LoginFailure:
+class Attempt(NamedTuple):
+    row: LoginFailure  # the attempt, as a failure until cleared
+    failures_left: int  # how many more the name or address may fail before 429
+
+
+def record_attempt(username_key: str | None) -> Attempt:
     """Write this login attempt down as a failure, or refuse it with 429.
 
     username_key is the name in lower case, or "" for one that no account can
@@ -73,8 +79,10 @@ def record_attempt(username_key: str | None) -> LoginFailure:
         db.execute(clear_out, {"value": value, "since": since})
     db.add(attempt)
     db.commit()
+    failures_left = MAX_FAILURES_PER_ADDRESS
     for (_, count), value, limit in checks:
         failures, oldest = db.execute(count, {"value": value, "since": since}).one()
+        failures_left = min(failures_left, limit - failures)
         if failures > limit:
             db.delete(attempt)  # a refused try is not a guess
             db.commit()
@@ -86,13 +94,13 @@ def record_attempt(username_key: str | None) -> LoginFailure:
                 retry_after=wait,
             )
     db.commit()
-    return attempt
+    return Attempt(attempt, failures_left)
 
 
-def clear_failures(username_key: str, attempt: LoginFailure) -> None:
+def clear_failures(username_key: str, attempt: Attempt) -> None:
     """The password was right: forget the name's failures and this attempt's
     (a device's); the caller commits."""
-    keys = {username_key, attempt.username_key}
+    keys = {username_key, attempt.row.username_key}
     get_db().execute(delete(LoginFailure).where(LoginFailure.username_key.in_(keys)))
 
 

@@ -393,3 +393,13 @@ def test_guesses_from_a_known_browser_still_meet_the_limit(app):
     for _ in range(5):
         assert known.login("test", "a wrong guess").status_code == 401
     assert known.login().status_code == 429
+
+
+def test_the_try_before_the_limit_warns_that_one_more_failure_locks(auth):
+    for n in range(1, 6):
+        page = auth.login("test", "a wrong guess").get_data(as_text=True)
+        warned = "One more failed try will stop logins from here for 15 minutes." in flashes(
+            page, "alert"
+        )
+        assert warned == (n == 4), n
+    assert auth.login().status_code == 429

@@ -253,7 +253,11 @@ def test_changing_a_missing_post_is_404(auth, path):
         ("x" * 201, "body", "Title must be at most 200 characters long."),
         ("title", "", "Body is required."),
         ("title", " \n ", "Body is required."),
-        ("title", "é" * 32_768, "Body must be at most 65,535 bytes long in UTF-8."),
+        (
+            "title",
+            "é" * 32_768,
+            "Body is too long: keep it to about 16,000 characters (65,535 bytes in UTF-8).",
+        ),
         ("a\x00b", "body", "Title must not contain a NUL character."),
         ("title", "a\x00b", "Body must not contain a NUL character."),
     ],
@@ -348,7 +352,7 @@ def test_post_form_shows_every_error_at_once_and_keeps_what_was_typed(auth, path
     page = response.get_data(as_text=True)
     assert flashes(page, "alert") == [
         "Title is required.",
-        "Body must be at most 65,535 bytes long in UTF-8.",
+        "Body is too long: keep it to about 16,000 characters (65,535 bytes in UTF-8).",
     ]
     # The emptied title stays empty: not the saved one back.
     assert form_fields(page) == {"title": "", "body": "é" * 32_768}
@@ -358,7 +362,7 @@ def test_post_form_shows_every_error_at_once_and_keeps_what_was_typed(auth, path
 def test_post_form_states_its_limits_and_the_browser_checks_them(client, auth, path):
     auth.login()
     page = client.get(path).get_data(as_text=True)
-    assert "Up to 200 characters" in page and "Up to 65,535 bytes" in page
+    assert "Up to 200 characters" in page and "Up to about 16,000 characters" in page
     assert field_rules(page, "title") == {
         "required": "",
         "maxlength": "200",
@@ -492,3 +496,22 @@ def test_a_page_of_users_no_name_could_start_is_404(client, cursor):
     response = client.get(f"/users?{cursor}")
     assert response.status_code == 404
     assert "There is no page of users" in response.get_data(as_text=True)
+
+
+def test_a_post_the_index_cuts_short_says_read_more(app, client, auth):
+    auth.login()
+    auth.post("/create", {"title": "long", "body": "word " * 100})
+    auth.post("/create", {"title": "short", "body": "word " * 10})
+    page = client.get("/").get_data(as_text=True)
+    assert page.count(">Read more</a>") == 1
+    assert 'aria-label="Read more of long"' in page
+
+
+def test_a_post_page_has_its_heading_in_its_article_and_a_description(client):
+    page = client.get("/post/2").get_data(as_text=True)
+    article = page[page.index("<article") : page.index("</article>")]
+    assert "<h1>test title</h1>" in article
+    assert '<meta name="description" content="test\nbody">' in page
+    assert '<meta name="description" content="A small blog' in client.get("/").get_data(
+        as_text=True
+    )

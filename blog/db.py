@@ -38,15 +38,44 @@ def close_db(exception: BaseException | None = None) -> None:
         db.close()
 
 
+# SQLite's errors that waiting will not cure, by the name of their code (and
+# of its extended codes, SQLITE_IOERR_WRITE and the like): the owner must act.
+LASTING_SQLITE_ERRORS = {
+    "SQLITE_FULL": "the disk that holds the database is full",
+    "SQLITE_READONLY": "the database cannot be written (a read-only file or folder)",
+    "SQLITE_IOERR": "the disk that holds the database failed to read or write",
+    "SQLITE_CORRUPT": "the database file is damaged",
+    "SQLITE_NOTADB": "the file at the database's path is not a database",
+    "SQLITE_CANTOPEN": "the database file cannot be opened",
+}
+
+
+def lasting_cause(error: DBAPIError) -> str | None:
+    """What is wrong, if it is something that will not pass by itself."""
+    code = getattr(error.orig, "sqlite_errorname", "")
+    for name, cause in LASTING_SQLITE_ERRORS.items():
+        if code == name or code.startswith(name + "_"):
+            return cause
+    return None
+
+
 def database_unavailable(error: DBAPIError):
-    # A locked database, or one whose schema a migration is changing under
-    # the running blog (each driver names a missing table or column with an
-    # error class of its own): worth retrying, not a crash.
-    current_app.logger.warning("database unavailable: %s", error.orig)
     # The page must not touch the database again: drop the failed session
     # and the user it loaded (the page then shows the logged-out menu).
     close_db()
     g.pop("user", None)
+    cause = lasting_cause(error)
+    if cause:
+        current_app.logger.error("the database cannot be used: %s (%s)", cause, error.orig)
+        unusable = ServiceUnavailable(
+            f"The blog cannot store or show anything now: {cause}. "
+            "Its owner must put that right; the server's log says more."
+        )
+        return current_app.handle_http_exception(unusable)
+    # A locked database, or one whose schema a migration is changing under
+    # the running blog (each driver names a missing table or column with an
+    # error class of its own): worth retrying, not a crash.
+    current_app.logger.warning("database unavailable: %s", error.orig)
     busy = ServiceUnavailable(
         "The database is busy, perhaps being migrated. Please try again in a moment.",
         retry_after=1,

@@ -15,9 +15,11 @@ from sqlalchemy import create_engine, inspect
 from blog import create_app
 
 from .conftest import PASSWORD, PASSWORD_HASH, REVISIONS, alembic
+from .server import serving
 from .snapshot import current_revision, rows, state
 from .test_run import make_legacy_blog, titles
 from .test_serving import add_posts
+from .webclient import Browser
 
 
 def files_beside(db):
@@ -462,3 +464,43 @@ def test_a_backup_cut_short_is_never_taken_for_a_backup(project, runner, after):
     assert not list(project.glob(".partial-backup-of-*"))
     assert titles(db) == []
     assert any(len(titles(backup)) == 200_000 for backup in project.glob("blog.db.bak*"))
+
+
+def post_as_a_writer(base_url):
+    """Sign up, then post until the blog stops acknowledging; its last answer."""
+    browser = Browser(base_url)
+    browser.sign_up("author")
+    for n in range(2000):
+        status, headers, page = browser.request(
+            "/create", {"title": f"post {n}", "body": "x" * 4000}
+        )
+        if status != 302:
+            return status, headers, page
+    raise AssertionError("the blog never ran out of room")
+
+
+def test_a_full_disk_is_named_not_called_busy(blog_on_small_disk, project):
+    db, env = blog_on_small_disk
+    command = [sys.executable, project / "run.py", "--port"]
+    with serving(command, project / "server.log", env) as base_url:
+        fill(db.parent, leave=64 * 1024)
+        status, headers, page = post_as_a_writer(base_url)
+    assert status == 503
+    assert "Retry-After" not in headers  # waiting will not make room
+    assert "the disk that holds the database is full" in page
+    assert "busy" not in page
+    log = (project / "server.log").read_text()
+    assert "ERROR" in log and "the disk that holds the database is full" in log
+
+
+def test_a_read_only_database_is_named_not_called_busy(read_only_blog, project):
+    command = [sys.executable, project / "run.py", "--port"]
+    with serving(command, project / "server.log") as base_url:
+        browser = Browser(base_url)
+        assert browser.open_form("/auth/register")  # reading works
+        account = {"username": "newcomer", "password": "a fine password"}
+        status, headers, page = browser.request("/auth/register", account)
+    assert status == 503
+    assert "Retry-After" not in headers
+    assert "the database cannot be written (a read-only file or folder)" in page
+    assert "ERROR" in (project / "server.log").read_text()

@@ -1,5 +1,6 @@
 """Operations on the whole database: create, back up, restore, check and copy it."""
 
+import contextlib
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
@@ -59,6 +60,15 @@ def init_db(engine: Engine, scripts: ScriptDirectory) -> Path | None:
         if backup:
             backup.unlink()  # the database is as it was: the backup adds nothing
         raise
+    if backup:
+        # The old rows' pages stay in the file as free space: give them back.
+        # The new database is made either way: a VACUUM that a long writer
+        # keeps waiting only leaves the file as large as it was.
+        with engine.connect() as connection, contextlib.suppress(sqlite3.OperationalError):
+            sqlite = connection.connection.driver_connection
+            assert sqlite is not None  # an open connection has its driver's
+            sqlite.execute("VACUUM")  # outside any transaction, as it must be
+            sqlite.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return backup
 
 

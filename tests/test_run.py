@@ -229,3 +229,17 @@ def test_serve_on_a_busy_port_says_so_at_once(project, runner):
         f"error: cannot serve on 127.0.0.1:{port}: Address already in use; "
         "choose another port with --port (make run PORT=...)"
     ]
+
+
+def test_init_leaves_a_file_sized_for_what_it_holds(project, runner):
+    db = project / "blog.db"
+    assert runner(project / "run.py", "init").returncode == 0
+    with sqlite3.connect(db) as connection:
+        connection.executemany(
+            "INSERT INTO post (title, body, created) VALUES ('filler', ?, '2024-01-01')",
+            (("x" * 1000,) for _ in range(20_000)),
+        )
+    assert db.stat().st_size > 20_000_000
+    assert runner(project / "run.py", "init").returncode == 0
+    assert db.stat().st_size < 200_000
+    assert len(titles(project / "blog.db.bak")) == 20_000

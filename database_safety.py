@@ -85,6 +85,14 @@ def check_sqlite_file(path: Path) -> None:
     if path.exists() and not path.is_file():
         # A FIFO would hang SQLite forever; a device is nobody's database.
         raise DatabaseProblem(f"{path} is not a regular file, so it cannot be a database")
+    # Else SQLite's own word for both is "attempt to write a readonly database".
+    if not os.access(path.parent, os.W_OK):
+        raise DatabaseProblem(
+            f"the folder {path.parent} is read-only: SQLite keeps {path.name}-wal and "
+            f"{path.name}-shm beside the database; make the folder writable"
+        )
+    if path.exists() and not os.access(path, os.W_OK):
+        raise DatabaseProblem(f"{path} is read-only; make it writable")
 
 
 def refuse_a_missing_database(url: str | URL) -> None:

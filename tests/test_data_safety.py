@@ -329,7 +329,7 @@ def test_init_on_a_read_only_file_changes_nothing(read_only_blog, project, runne
     for _ in range(2):
         result = runner(project / "run.py", "init")
         assert result.returncode == 1
-        assert len(result.stderr.splitlines()) == 1 and "readonly" in result.stderr
+        assert result.stderr == f"error: {read_only_blog} is read-only; make it writable\n"
         assert files_beside(read_only_blog) == ["blog.db"]  # no backup left on any try
     assert state(create_engine(f"sqlite:///{read_only_blog}")) == before
 
@@ -493,14 +493,63 @@ def test_a_full_disk_is_named_not_called_busy(blog_on_small_disk, project):
     assert "ERROR" in log and "the disk that holds the database is full" in log
 
 
-def test_a_read_only_database_is_named_not_called_busy(read_only_blog, project):
+def test_serving_refuses_a_read_only_database(read_only_blog, project, runner):
+    result = runner(project / "run.py")
+    assert result.returncode == 1
+    assert result.stderr == f"error: {read_only_blog} is read-only; make it writable\n"
+
+
+def test_a_database_made_read_only_under_the_blog_is_named_not_called_busy(
+    blog_with_accounts, project
+):
+    db = blog_with_accounts
     command = [sys.executable, project / "run.py", "--port"]
     with serving(command, project / "server.log") as base_url:
         browser = Browser(base_url)
-        assert browser.open_form("/auth/register")  # reading works
-        account = {"username": "newcomer", "password": "a fine password"}
-        status, headers, page = browser.request("/auth/register", account)
+        assert browser.open_form("/auth/register")
+        mounted = subprocess.run(
+            f"mount --bind {db} {db} && mount -o remount,bind,ro {db}", shell=True
+        )
+        assert mounted.returncode == 0, "cannot make a read-only file here"
+        try:
+            account = {"username": "newcomer", "password": "a fine password"}
+            status, headers, page = browser.request("/auth/register", account)
+        finally:
+            subprocess.run(["umount", "-l", db], check=True)
     assert status == 503
     assert "Retry-After" not in headers
     assert "the database cannot be written (a read-only file or folder)" in page
     assert "ERROR" in (project / "server.log").read_text()
+
+
+@pytest.fixture
+def read_only_folder(project, runner):
+    """The project's folder, holding blog.db, mounted read-only."""
+    assert runner(project / "run.py", "init").returncode == 0
+    mounted = subprocess.run(
+        f"mount --bind {project} {project} && mount -o remount,bind,ro {project}",
+        shell=True,
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot make a read-only folder here: {mounted.stderr.strip()}")
+    yield project
+    subprocess.run(["umount", "-l", project], check=True)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["run.py"], ["run.py", "init"], ["alembic", "current"], ["alembic", "downgrade", "-1"]],
+)
+def test_every_command_names_a_read_only_folder(read_only_folder, runner, command):
+    project = read_only_folder
+    program, *args = command
+    if program == "alembic":
+        result = alembic(runner, project, *args)
+    else:
+        result = runner(project / program, *args)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"the folder {project} is read-only" in output, output
+    assert "Traceback" not in output

@@ -76,6 +76,9 @@ def serve_wsgi(factory: str, host: str, port: int, workers: int, threads: int) -
         # takes from, as the load benchmark measures it.
         http1_settings=HTTP1Settings(keep_alive=False),
         working_dir=Path(__file__).resolve().parent,
+        # A worker that misses the signal to stop (one starting as it came) is
+        # killed after this long, rather than keeping the server up forever.
+        workers_kill_timeout=10,
     ).serve()
 
 

@@ -499,29 +499,6 @@ def test_serving_refuses_a_read_only_database(read_only_blog, project, runner):
     assert result.stderr == f"error: {read_only_blog} is read-only; make it writable\n"
 
 
-def test_a_database_made_read_only_under_the_blog_is_named_not_called_busy(
-    blog_with_accounts, project
-):
-    db = blog_with_accounts
-    command = [sys.executable, project / "run.py", "--port"]
-    with serving(command, project / "server.log") as base_url:
-        browser = Browser(base_url)
-        assert browser.open_form("/auth/register")
-        mounted = subprocess.run(
-            f"mount --bind {db} {db} && mount -o remount,bind,ro {db}", shell=True
-        )
-        assert mounted.returncode == 0, "cannot make a read-only file here"
-        try:
-            account = {"username": "newcomer", "password": "a fine password"}
-            status, headers, page = browser.request("/auth/register", account)
-        finally:
-            subprocess.run(["umount", "-l", db], check=True)
-    assert status == 503
-    assert "Retry-After" not in headers
-    assert "the database cannot be written (a read-only file or folder)" in page
-    assert "ERROR" in (project / "server.log").read_text()
-
-
 @pytest.fixture
 def read_only_folder(project, runner):
     """The project's folder, holding blog.db, mounted read-only."""

@@ -1,5 +1,6 @@
 """No data is dropped without a copy: downgrade backups, restore, full disks, odd paths, kills."""
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -308,20 +309,28 @@ def test_a_path_that_is_not_a_regular_file(project, runner, tmp_path, make, comm
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("odd")) == ["odd"]
 
 
-@pytest.fixture
-def read_only_blog(blog_with_accounts):
-    """blog.db on a read-only bind mount of itself; its folder stays writable."""
-    db = blog_with_accounts
+@contextlib.contextmanager
+def read_only(path):
+    """A file or folder on a read-only bind mount of itself, as long as the block lasts."""
     mounted = subprocess.run(
-        f"mount --bind {db} {db} && mount -o remount,bind,ro {db}",
+        f"mount --bind {path} {path} && mount -o remount,bind,ro {path}",
         shell=True,
         capture_output=True,
         text=True,
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot make a read-only file here: {mounted.stderr.strip()}")
-    yield db
-    subprocess.run(["umount", "-l", db], check=True)
+        pytest.skip(f"cannot make {path} read-only here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", path], check=True)
+
+
+@pytest.fixture
+def read_only_blog(blog_with_accounts):
+    """blog.db read-only; its folder stays writable."""
+    with read_only(blog_with_accounts) as db:
+        yield db
 
 
 def test_init_on_a_read_only_file_changes_nothing(read_only_blog, project, runner):
@@ -503,16 +512,8 @@ def test_serving_refuses_a_read_only_database(read_only_blog, project, runner):
 def read_only_folder(project, runner):
     """The project's folder, holding blog.db, mounted read-only."""
     assert runner(project / "run.py", "init").returncode == 0
-    mounted = subprocess.run(
-        f"mount --bind {project} {project} && mount -o remount,bind,ro {project}",
-        shell=True,
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot make a read-only folder here: {mounted.stderr.strip()}")
-    yield project
-    subprocess.run(["umount", "-l", project], check=True)
+    with read_only(project) as folder:
+        yield folder
 
 
 @pytest.mark.parametrize(

@@ -60,10 +60,20 @@ POST_WITH_ID = (
 )
 
 
+# The body's limit in characters a writer can picture: any character takes at
+# most 4 bytes of UTF-8 (an English letter one), rounded down to thousands.
+BODY_CHARACTERS = BODY_MAX_BYTES // 4 // 1000 * 1000
+
+
 @bp.context_processor
 def post_limits() -> dict:
     """The limits the post form states and the browser checks."""
-    return {"title_max": TITLE_MAX_LENGTH, "body_max_bytes": BODY_MAX_BYTES}
+    return {
+        "title_max": TITLE_MAX_LENGTH,
+        "body_max_bytes": BODY_MAX_BYTES,
+        "body_characters": BODY_CHARACTERS,
+        "body_english_characters": BODY_MAX_BYTES // 1000 * 1000,
+    }
 
 
 def page_cursor(name: str) -> int | None:
@@ -148,7 +158,7 @@ def post_form_errors(title: str, body: str) -> list[str]:
         errors.append("Body is required.")
     elif len(body.encode()) > BODY_MAX_BYTES:
         errors.append(
-            f"Body is too long: keep it to about {BODY_MAX_BYTES // 4 // 1000:,},000 characters "
+            f"Body is too long: keep it to about {BODY_CHARACTERS:,} characters "
             f"({BODY_MAX_BYTES:,} bytes in UTF-8)."
         )
     return errors

@@ -12,10 +12,13 @@ import functools
 import io
 import itertools
 import logging
+import math
 import os
+import re
 import sqlite3
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -36,6 +39,7 @@ from sqlalchemy import (
     inspect,
     make_url,
     select,
+    text,
 )
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import ColumnElement
@@ -160,9 +164,14 @@ def _begin(connection) -> None:
     )
 
 
-def transactional_ddl(url: str | URL) -> bool | None:
-    """For context.configure: SQLite's DDL is transactional once BEGIN is ours."""
-    return True if make_url(url).get_backend_name() == "sqlite" else None
+def transactions(url: str | URL) -> dict[str, bool]:
+    """For context.configure: SQLite runs a whole command as one transaction (its
+    DDL is transactional once BEGIN is ours); a server commits each revision on
+    its own, so that a retry after a lock timeout repeats only the one that
+    waited, and a revision may build an index outside any transaction."""
+    if make_url(url).get_backend_name() == "sqlite":
+        return {"transactional_ddl": True}
+    return {"transaction_per_migration": True}
 
 
 def value_columns(connection: Connection, table_name: str, schema: str | None = None) -> list[str]:
@@ -291,13 +300,26 @@ def safeguards(migration: MigrationContext) -> Iterator[None]:
     refuse an upgrade of a database without the blog; before a downgrade,
     back up a SQLite file, or on a database server refuse one that would drop
     data unless run with `-x drop_data=yes`. The backup goes again if the
-    migration fails, COMMIT included: the database is as it was."""
+    migration fails, COMMIT included: the database is as it was. On a server,
+    no statement waits for a lock or runs longer than its timeout.
+
+    Offline (`--sql`), the script sets the same timeouts, and a server
+    downgrade whose SQL drops a table or column is refused in the same way."""
+    if migration.as_sql:
+        limit_waits(migration)
+        steps = planned_steps(migration)
+        dropped = [step for step in steps if not step.is_upgrade]
+        if migration.dialect.name != "sqlite" and dropped:
+            refuse_dropping_data(migration, None, dropped)
+        yield
+        return
     connection = migration.bind
-    assert connection is not None  # online
+    assert connection is not None
     # begin_transaction() then takes this transaction over; on SQLite, BEGIN
     # IMMEDIATE takes the write lock before the backup, so no commit falls between.
     if not connection.in_transaction():
         connection.begin()
+    limit_waits(migration)
     steps = planned_steps(migration)
     refuse_a_database_without_the_blog(connection, steps)
     downgrades = [step for step in steps if not step.is_upgrade]
@@ -318,6 +340,181 @@ def safeguards(migration: MigrationContext) -> Iterator[None]:
         if backup:
             backup.unlink()
         raise
+
+
+# --- Locks on a database server ----------------------------------------------
+
+# How long a migration on a server waits for a lock (-x lock_timeout=SECONDS).
+# Every query that arrives meanwhile queues behind the migration, so this is
+# also the longest a page of the blog waits: 2 s is a slow page, not an outage,
+# and far more than a lock takes when no long transaction is open.
+LOCK_TIMEOUT = 2.0
+# The longest one statement of a migration runs (-x statement_timeout=SECONDS):
+# building an index on millions of posts takes seconds, not ten minutes.
+STATEMENT_TIMEOUT = 600.0
+# After a lock timeout the revision rolls back, and is tried again after each
+# of these waits: 5 tries over about 25 s outlast most reports and dumps.
+RETRY_DELAYS = (1, 2, 4, 8)
+
+
+def timeout(migration: MigrationContext, name: str, default: float) -> float:
+    value = x_argument(migration, name)
+    try:
+        seconds = default if value is None else float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise DatabaseProblem(f"-x {name}={value}: give a number of seconds, such as {default:g}")
+    return seconds
+
+
+def limit_waits(migration: MigrationContext) -> None:
+    """Set the lock and statement timeouts for the migration's session (printed
+    into the script offline)."""
+    lock = timeout(migration, "lock_timeout", LOCK_TIMEOUT)
+    statement = timeout(migration, "statement_timeout", STATEMENT_TIMEOUT)
+    if migration.dialect.name == "postgresql":
+        # Not SET LOCAL: they must outlast the commit of each revision.
+        settings = [
+            f"SET lock_timeout = '{math.ceil(lock * 1000)}ms'",
+            f"SET statement_timeout = '{math.ceil(statement * 1000)}ms'",
+        ]
+    elif migration.dialect.name == "mysql":
+        # Table (metadata) locks, then row locks; both in whole seconds.
+        settings = [
+            f"SET SESSION lock_wait_timeout = {math.ceil(lock)}",
+            f"SET SESSION innodb_lock_wait_timeout = {math.ceil(lock)}",
+        ]
+        if getattr(migration.dialect, "is_mariadb", False):
+            settings.append(f"SET SESSION max_statement_time = {statement:g}")
+    else:
+        return  # SQLite: readers never wait for a migration (WAL)
+    for setting in settings:
+        migration.execute(setting)
+
+
+def lock_retries(migration: MigrationContext) -> Iterator[contextlib.AbstractContextManager]:
+    """Attempts at the migration, used as
+
+        for attempt in lock_retries(migration):
+            with attempt:
+                ...
+
+    On a server, a lock not granted in time rolls back the revision that
+    waited, logs one line, and the next attempt runs it again after a pause;
+    the last one fails in one line. Revisions committed before stay (each
+    commits on its own), so an attempt runs only the rest of the plan.
+    """
+    if migration.as_sql or migration.dialect.name == "sqlite":
+        yield contextlib.nullcontext()
+        return
+    first_plan = [step_key(step) for step in planned_steps(migration)]
+    for number, delay in enumerate((*RETRY_DELAYS, None), start=1):
+        plan = [step_key(step) for step in planned_steps(migration)]
+        # A relative target (-1, +2) counts from where the database is now.
+        if plan != first_plan[len(first_plan) - len(plan) :]:
+            raise DatabaseProblem(
+                f"stopped at revision {revision_of(migration)} after a lock timeout; "
+                "run the command again, with the revision to reach rather than a count"
+            )
+        attempt = LockAttempt(migration, last=delay is None)
+        yield attempt
+        if attempt.wait is None:
+            return
+        log.warning(
+            "%s; rolled back, trying again in %s s (try %s of %s)",
+            attempt.wait,
+            delay,
+            number + 1,
+            len(RETRY_DELAYS) + 1,
+        )
+        time.sleep(delay or 0)
+
+
+def step_key(step: RevisionStep) -> tuple[str, bool]:
+    return step.revision.revision, step.is_upgrade
+
+
+def revision_of(migration: MigrationContext) -> str:
+    return ", ".join(migration.get_current_heads()) or "base (none)"
+
+
+class LockAttempt(contextlib.AbstractContextManager):
+    """One try of the migration: notes a lock that was not granted in time."""
+
+    def __init__(self, migration: MigrationContext, last: bool) -> None:
+        self.migration, self.last = migration, last
+        self.wait: str | None = None
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if not lock_not_granted(error):
+            return False
+        self.wait = waited_for(self.migration, error)
+        if self.last:
+            raise DatabaseProblem(
+                f"{self.wait}, {len(RETRY_DELAYS) + 1} times; the database is at revision "
+                f"{revision_of(self.migration)}. Run the same command again once that "
+                "transaction ends, or wait longer with `alembic -x lock_timeout=SECONDS ...`"
+            ) from error
+        return True
+
+
+def lock_not_granted(error: BaseException | None) -> bool:
+    if not isinstance(error, DBAPIError):
+        return False
+    # PyMySQL gives MariaDB's error number first; psycopg names the SQLSTATE.
+    number = next(iter(error.orig.args), None)
+    code = number if isinstance(number, int) else getattr(error.orig, "sqlstate", None)
+    # PostgreSQL's lock_not_available; MariaDB's ER_LOCK_WAIT_TIMEOUT.
+    return code in ("55P03", 1205)
+
+
+# The table a statement locks first: ALTER TABLE post, CREATE INDEX ... ON post, ...
+LOCKED_TABLE = re.compile(
+    r"(?:TABLE|\bON|INTO|UPDATE|FROM)\s+(?:IF (?:NOT )?EXISTS\s+)?[`\"]?(\w+)", re.IGNORECASE
+)
+
+
+def waited_for(migration: MigrationContext, error: DBAPIError) -> str:
+    """One line: the table whose lock was not granted, and who held it where the
+    server tells."""
+    found = LOCKED_TABLE.search(str(error.statement or ""))
+    table = found[1] if found else "a table"
+    seconds = timeout(migration, "lock_timeout", LOCK_TIMEOUT)
+    waited = f"a lock on {table} was not granted within {seconds:g} s"
+    connection = migration.bind
+    assert connection is not None
+    if connection.dialect.name == "postgresql":
+        holders = connection.execute(
+            text(
+                "SELECT DISTINCT a.pid, a.application_name, a.state,"
+                " round(extract(epoch FROM now() - a.xact_start)) AS seconds"
+                " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE l.granted AND l.relation = to_regclass(quote_ident(:table))"
+                " AND a.pid <> pg_backend_pid() ORDER BY seconds DESC"
+            ),
+            {"table": table},
+        ).all()
+        who = "held by " + ", ".join(
+            f"process {pid} ({name or 'no name'}, {state}, in a transaction for {seconds:g} s)"
+            for pid, name, state, seconds in holders
+        )
+    else:
+        # MariaDB tells which transactions are open, not which lock each holds.
+        holders = connection.execute(
+            text(
+                "SELECT p.ID, p.USER, p.HOST, TIMESTAMPDIFF(SECOND, t.trx_started, NOW())"
+                " FROM information_schema.INNODB_TRX t"
+                " JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id"
+                " WHERE p.ID <> CONNECTION_ID() ORDER BY t.trx_started"
+            )
+        ).all()
+        who = "open transactions: " + ", ".join(
+            f"connection {id} ({user}@{host}, for {seconds} s)"
+            for id, user, host, seconds in holders
+        )
+    connection.rollback()
+    return f"{waited} ({who})" if holders else waited
 
 
 def planned_steps(migration_context: MigrationContext) -> list[RevisionStep]:
@@ -350,26 +547,42 @@ def refuse_a_database_without_the_blog(connection: Connection, steps: list[Revis
 
 
 def refuse_dropping_data(
-    migration: MigrationContext, connection: Connection, downgrades: list[RevisionStep]
+    migration: MigrationContext, connection: Connection | None, downgrades: list[RevisionStep]
 ) -> None:
-    losses = data_that_would_be_dropped(connection, downgrades)
-    assert migration.environment_context is not None  # env.py's
-    x_arguments = migration.environment_context.get_x_argument(as_dictionary=True)
-    if losses and x_arguments.get("drop_data") != "yes":
+    """Online, what the downgrades would drop of the data the database holds;
+    offline (no connection), every table and column their SQL drops."""
+    losses = data_that_would_be_dropped(migration.dialect.name, connection, downgrades)
+    if losses and x_argument(migration, "drop_data") != "yes":
         raise DatabaseProblem(
             f"this downgrade would drop {', '.join(losses)}; take a dump of the database "
             "first, then run again with `alembic -x drop_data=yes downgrade ...`"
         )
 
 
-def data_that_would_be_dropped(connection: Connection, downgrades: list[RevisionStep]) -> list[str]:
-    """Tables with rows and columns with values that the downgrades would drop."""
+def x_argument(migration: MigrationContext, name: str) -> str | None:
+    """The value of `alembic -x NAME=VALUE`, if given."""
+    assert migration.environment_context is not None  # env.py's
+    return migration.environment_context.get_x_argument(as_dictionary=True).get(name)
+
+
+def data_that_would_be_dropped(
+    dialect_name: str, connection: Connection | None, downgrades: list[RevisionStep]
+) -> list[str]:
+    """Tables with rows and columns with values that the downgrades would drop;
+    without a connection, every one that they drop, whatever it holds."""
     losses = []
-    for table_name, column_name in dropped_by(connection.dialect.name, downgrades):
+    for table_name, column_name in dropped_by(dialect_name, downgrades):
         if table_name in DISPOSABLE_TABLES:
             continue
+        if connection is None:
+            losses.append(
+                f"column {table_name}.{column_name}" if column_name else f"table {table_name}"
+            )
+            continue
+        if not inspect(connection).has_table(table_name):
+            continue  # an interrupted run of this downgrade dropped it already
         if column_name and column_name not in value_columns(connection, table_name):
-            continue  # generated: the database computed it from columns that stay
+            continue  # generated (computed from columns that stay), or dropped already
         table = sqlalchemy.table(table_name)
         counted: ColumnElement = (
             sqlalchemy.column(column_name) if column_name else sqlalchemy.literal_column("*")

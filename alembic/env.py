@@ -48,11 +48,12 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
-        # BEGIN and COMMIT around SQLite's DDL too, as online.
-        transactional_ddl=database_safety.transactional_ddl(url),
+        # One transaction on SQLite, one per revision on a server, as online.
+        **database_safety.transactions(url),
     )
 
-    with context.begin_transaction():
+    # The same timeouts as online, and no downgrade that drops data unasked.
+    with database_safety.safeguards(context.get_context()), context.begin_transaction():
         context.run_migrations()
 
 
@@ -74,14 +75,21 @@ def run_migrations_online() -> None:
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
-            # SQLite's DDL rolls back whole if a revision fails.
-            transactional_ddl=database_safety.transactional_ddl(connection.engine.url),
+            # SQLite rolls a whole command back if it fails; a server, the revision.
+            **database_safety.transactions(connection.engine.url),
         )
 
-        # No upgrade of a database without the blog; a backup of SQLite before a
-        # downgrade, and on a server no downgrade that drops data unless told to.
-        with database_safety.safeguards(context.get_context()), context.begin_transaction():
-            context.run_migrations()
+        # On a server, a revision that waits too long for a lock rolls back and
+        # is tried again, and the last try fails in one line (tenacity's idiom).
+        for attempt in database_safety.lock_retries(context.get_context()):
+            # No upgrade of a database without the blog; a backup of SQLite before a
+            # downgrade, and on a server no downgrade that drops data unless told to.
+            with (
+                attempt,
+                database_safety.safeguards(context.get_context()),
+                context.begin_transaction(),
+            ):
+                context.run_migrations()
 
 
 if context.is_offline_mode():

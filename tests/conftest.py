@@ -46,6 +46,7 @@ SERVER_URL_VARIABLES = {
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "sqlite_only: the test is about SQLite itself")
+    config.addinivalue_line("markers", "servers_only: the test is about database servers")
     config.addinivalue_line("markers", "alembic: pytest-alembic's tests (test_migration_kit)")
     config.addinivalue_line("markers", "processes: the test starts processes (not in test-fast)")
 
@@ -72,14 +73,15 @@ def pytest_terminal_summary(terminalreporter):
 
 def pytest_generate_tests(metafunc):
     # A test that uses a database runs on SQLite and on every server,
-    # unless it is about SQLite itself.
+    # unless it is about SQLite itself, or about the servers.
     if "backend" in metafunc.fixturenames:
         # (A server without its variable is named once, at the end of the run.)
         servers = [
             name for name, variable in SERVER_URL_VARIABLES.items() if os.environ.get(variable)
         ]
         sqlite_only = metafunc.definition.get_closest_marker("sqlite_only")
-        backends = ["sqlite"] if sqlite_only else ["sqlite", *servers]
+        servers_only = metafunc.definition.get_closest_marker("servers_only")
+        backends = ["sqlite"] if sqlite_only else servers if servers_only else ["sqlite", *servers]
         metafunc.parametrize("backend", backends)
 
 

@@ -8,7 +8,7 @@ from alembic import command
 from alembic.runtime import migration
 from sqlalchemy import MetaData, create_engine, func, select
 
-from .conftest import PROJECT, REVISIONS
+from .conftest import ADD_AUTHOR, ADD_SESSIONS, PROJECT, REVISIONS
 from .snapshot import columns, current_revision, rows, state, unchanged_part
 
 
@@ -92,13 +92,16 @@ def test_failing_revision_leaves_the_database_as_it_was(
         getattr(command, direction)(alembic_cfg, target)
 
     after = state(full_db)
-    if backend == "mysql":
-        # MariaDB commits every DDL statement at once: the schema has moved
-        # while alembic_version, an ordinary row, was rolled back.
+    builds_concurrently = direction == "upgrade" and revision.revision in (ADD_AUTHOR, ADD_SESSIONS)
+    if backend == "mysql" or (backend == "postgresql" and builds_concurrently):
+        # MariaDB commits every DDL statement at once, and PostgreSQL what comes
+        # before an index built CONCURRENTLY: the schema has moved while
+        # alembic_version, an ordinary row, was rolled back. Running the same
+        # command again finishes the revision.
         assert after["schema"] != before["schema"]
         assert after["rows"]["alembic_version"] == before["rows"]["alembic_version"]
-        return
-    assert after == before
+    else:
+        assert after == before
     getattr(command, direction)(alembic_cfg, target)  # and it still runs afterwards
     assert current_revision(full_db) == (None if target == "base" else target)
 

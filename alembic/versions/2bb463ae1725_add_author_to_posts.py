@@ -3,6 +3,16 @@
 Each post may now name the user who wrote it. Posts from before accounts
 existed keep a NULL author.
 
+The blog keeps serving while this runs, at any number of posts:
+- SQLite adds a column that REFERENCES user in place: no copy of the table.
+- PostgreSQL holds the lock that stops readers only for ADD COLUMN and ADD
+  CONSTRAINT ... NOT VALID, which touch no row (milliseconds), and commits;
+  then it checks the foreign key and builds the index CONCURRENTLY, with the
+  blog reading and writing posts meanwhile.
+- MariaDB commits each statement as it runs: IF NOT EXISTS, and a foreign key
+  added only if missing, let an interrupted run be finished by running the
+  command again.
+
 Revision ID: 2bb463ae1725
 Revises: c0fc45dc5ca6
 Create Date: 2026-11-24 17:55:40.099845
@@ -23,39 +33,71 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+FOREIGN_KEY = "fk_post_author_id_user"
+
+
 def upgrade() -> None:
     """Upgrade schema."""
-    op.add_column(
-        "post",
-        sa.Column(
-            "author_id",
-            sa.Integer,
-            sa.ForeignKey("user.id", name="fk_post_author_id_user"),
-            nullable=True,
-        ),
+    if on_sqlite():
         # SQLite cannot add a constraint to a table, but it can add a column
-        # that REFERENCES another one: no table copy, as fast at a million
-        # posts as at ten. Elsewhere the foreign key is a named constraint.
-        inline_references=on_sqlite(),
-    )
-    op.create_index("ix_post_author_id", "post", ["author_id"])
+        # that REFERENCES another one.
+        op.add_column(
+            "post",
+            sa.Column("author_id", sa.Integer, sa.ForeignKey("user.id", name=FOREIGN_KEY)),
+            inline_references=True,
+        )
+        op.create_index("ix_post_author_id", "post", ["author_id"])
+        return
+    op.add_column("post", sa.Column("author_id", sa.Integer), if_not_exists=True)
+    if offline() or not has_foreign_key():
+        op.create_foreign_key(
+            FOREIGN_KEY, "post", "user", ["author_id"], ["id"], postgresql_not_valid=True
+        )
+    if not on_postgresql():
+        op.create_index("ix_post_author_id", "post", ["author_id"], if_not_exists=True)
+        return
+    with op.get_context().autocommit_block():
+        op.execute(f"ALTER TABLE post VALIDATE CONSTRAINT {FOREIGN_KEY}")
+        # An interrupted CONCURRENTLY build leaves an invalid index of that name.
+        op.drop_index("ix_post_author_id", "post", postgresql_concurrently=True, if_exists=True)
+        op.create_index(
+            "ix_post_author_id",
+            "post",
+            ["author_id"],
+            postgresql_concurrently=True,
+            if_not_exists=True,
+        )
 
 
 def downgrade() -> None:
     """Downgrade schema."""
-    if not on_sqlite():
-        op.drop_constraint("fk_post_author_id_user", "post", type_="foreignkey")
-    op.drop_index("ix_post_author_id", table_name="post")
+    if not on_sqlite() and (offline() or has_foreign_key()):
+        op.drop_constraint(FOREIGN_KEY, "post", type_="foreignkey")
+    op.drop_index("ix_post_author_id", table_name="post", if_exists=True)
     if on_sqlite() and not drops_author_in_place():
         copy_posts_without_author()
     else:
         # SQLite 3.35+ drops a column whose REFERENCES is its own in place,
         # as upgrade() added it: no copy of the post table.
-        op.drop_column("post", "author_id")
+        op.drop_column("post", "author_id", if_exists=not on_sqlite())
 
 
 def on_sqlite() -> bool:
     return op.get_context().dialect.name == "sqlite"
+
+
+def on_postgresql() -> bool:
+    return op.get_context().dialect.name == "postgresql"
+
+
+def offline() -> bool:
+    return op.get_context().as_sql
+
+
+def has_foreign_key() -> bool:
+    """Whether post has it: an interrupted run may have added or dropped it."""
+    foreign_keys = sa.inspect(op.get_bind()).get_foreign_keys("post")
+    return any(foreign_key["name"] == FOREIGN_KEY for foreign_key in foreign_keys)
 
 
 def drops_author_in_place() -> bool:
@@ -67,7 +109,7 @@ def drops_author_in_place() -> bool:
     """
     if sqlite3.sqlite_version_info < (3, 35):
         reason = f"SQLite {sqlite3.sqlite_version} has no DROP COLUMN"
-    elif op.get_context().as_sql:
+    elif offline():
         return True
     else:
         table_sql = (

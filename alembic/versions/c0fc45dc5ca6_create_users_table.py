@@ -3,6 +3,10 @@
 The blog's models gained a User class. This revision adds its table to a
 database that already holds posts, leaving the posts as they are.
 
+IF NOT EXISTS and IF EXISTS let a run that was interrupted be finished by
+running the command again: MariaDB commits each statement as it runs, so it
+may hold the table while alembic_version still names the revision before.
+
 Revision ID: c0fc45dc5ca6
 Revises:
 Create Date: 2026-11-24 17:55:30.904227
@@ -30,9 +34,10 @@ def upgrade() -> None:
         sa.Column("password_hash", sa.String(255), nullable=False),
         sa.Column("created", sa.DateTime, nullable=False),
         sa.UniqueConstraint("username", name="uq_user_username"),
+        if_not_exists=True,
     )
 
 
 def downgrade() -> None:
     """Downgrade schema."""
-    op.drop_table("user")
+    op.drop_table("user", if_exists=True)

@@ -1,0 +1,222 @@
+"""Migrations on PostgreSQL and MariaDB: bounded in what they block, finished by
+running them again after any interruption (database_safety, the revisions)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from .conftest import ADD_AUTHOR, ADD_SESSIONS, CREATE_USERS, PROJECT, REVISIONS, alembic
+
+pytestmark = pytest.mark.servers_only
+
+READ_POSTS = "SELECT id, title FROM post ORDER BY id DESC LIMIT 3"
+
+
+def revision_of(engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def add_posts(engine, count: int) -> None:
+    """COUNT more posts, made by the server itself: fast at any size."""
+    numbers = (
+        f"generate_series(1, {count}) AS n(seq)"
+        if engine.dialect.name == "postgresql"
+        else f"seq_1_to_{count}"
+    )
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO post (title, body, created) "
+                f"SELECT CONCAT('Post ', seq), 'A body.', CURRENT_TIMESTAMP FROM {numbers}"
+            )
+        )
+
+
+@pytest.fixture
+def posts_at_revision_1(backend, database_url, legacy_db, project, runner, blog_env):
+    """A blog at its first revision with 100,000 more posts."""
+    result = alembic(runner, project, "upgrade", CREATE_USERS, env=blog_env)
+    assert result.returncode == 0, result.stderr
+    add_posts(legacy_db, 100_000)
+    return legacy_db
+
+
+class Reader(threading.Thread):
+    """Reads the newest posts over and over, each time on a new connection, as the
+    blog's requests do, noting the longest wait."""
+
+    def __init__(self, engine) -> None:
+        super().__init__(daemon=True)
+        self.engine, self.longest, self.stop = engine, 0.0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            started = time.monotonic()
+            with self.engine.connect() as connection:
+                assert len(connection.execute(text(READ_POSTS)).all()) == 3
+            self.longest = max(self.longest, time.monotonic() - started)
+            time.sleep(0.05)
+
+
+def test_a_long_transaction_never_freezes_readers_during_a_migration(
+    backend, posts_at_revision_1, project, runner, blog_env
+):
+    engine = posts_at_revision_1
+    holder = engine.connect()
+    # A report that reads post in a transaction of 15 s.
+    holder.execute(text("SELECT count(*) FROM post"))
+    threading.Timer(15, holder.rollback).start()
+    reader = Reader(engine)
+    reader.start()
+    try:
+        result = alembic(runner, project, "upgrade", "head", env=blog_env)
+    finally:
+        reader.stop.set()
+        reader.join()
+        holder.close()
+
+    assert reader.longest < 3, f"a reader waited {reader.longest:.1f} s"
+    waits = [line for line in result.stderr.splitlines() if "not granted" in line]
+    assert waits and all("post" in line for line in waits), result.stderr
+    if result.returncode == 0:
+        assert revision_of(engine) == ADD_SESSIONS
+    else:
+        assert "Run the same command again" in result.stderr.strip().splitlines()[-1]
+        assert revision_of(engine) in (CREATE_USERS, ADD_AUTHOR)
+    finished = alembic(runner, project, "upgrade", "head", env=blog_env)
+    assert finished.returncode == 0, finished.stderr
+    assert revision_of(engine) == ADD_SESSIONS
+    check = alembic(runner, project, "check", env=blog_env)
+    assert check.returncode == 0, check.stderr
+
+
+def test_a_lock_never_granted_fails_in_one_line_at_a_revision(
+    backend, posts_at_revision_1, project, runner, blog_env
+):
+    engine = posts_at_revision_1
+    with engine.connect() as holder:
+        holder.execute(text("SELECT count(*) FROM post"))
+        result = alembic(runner, project, "-x", "lock_timeout=0.5", "upgrade", "head", env=blog_env)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "lock on post was not granted" in last and "Run the same command again" in last
+    assert "Traceback" not in result.stderr
+    assert revision_of(engine) == CREATE_USERS
+
+
+# Offline (`--sql`), the SQL is written for a PostgreSQL that nothing connects to.
+OFFLINE_POSTGRESQL = {"BLOG_DATABASE_URL": "postgresql+psycopg://blog@db.example/blog"}
+
+
+@pytest.mark.parametrize("revision", REVISIONS, ids=lambda revision: revision.doc)
+def test_squawk_finds_no_lock_hazard_in_any_revision(revision, project, runner, tmp_path):
+    span = f"{revision.down_revision or 'base'}:{revision.revision}"
+    sql = alembic(runner, project, "upgrade", span, "--sql", env=OFFLINE_POSTGRESQL)
+    assert sql.returncode == 0, sql.stderr
+    script = tmp_path / "upgrade.sql"
+    script.write_text(sql.stdout)
+    squawk = shutil.which("squawk", path=Path(sys.executable).parent)
+    assert squawk, "squawk-cli is in requirements-dev.txt"
+    result = subprocess.run(
+        [squawk, "--config", PROJECT / ".squawk.toml", script], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout
+    assert "SET lock_timeout = '2000ms'" in sql.stdout
+    assert "SET statement_timeout = '600000ms'" in sql.stdout
+
+
+def test_offline_sql_refuses_to_drop_data_unless_told(project, runner):
+    refused = alembic(runner, project, "downgrade", "head:base", "--sql", env=OFFLINE_POSTGRESQL)
+    assert refused.returncode != 0
+    assert "DROP" not in refused.stdout
+    last = refused.stderr.strip().splitlines()[-1]
+    assert "would drop" in last and "column post.author_id" in last and "table user;" in last
+    assert "-x drop_data=yes" in last
+
+    told = alembic(
+        runner,
+        project,
+        "-x",
+        "drop_data=yes",
+        "downgrade",
+        "head:base",
+        "--sql",
+        env=OFFLINE_POSTGRESQL,
+    )
+    assert told.returncode == 0, told.stderr
+    assert 'DROP TABLE IF EXISTS "user"' in told.stdout
+
+
+@pytest.mark.parametrize("setting", ["lock_timeout=soon", "lock_timeout=0", "statement_timeout=-1"])
+def test_a_timeout_must_be_a_number_of_seconds(setting, project, runner):
+    result = alembic(
+        runner, project, "-x", setting, "upgrade", "head", "--sql", env=OFFLINE_POSTGRESQL
+    )
+    assert result.returncode != 0
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"-x {setting}: give a number of seconds, such as "
+            + ("2" if setting.startswith("lock") else "600")
+        )
+    )
+
+
+def columns_of(engine, table: str) -> set[str]:
+    with engine.connect() as connection:
+        return {column["name"] for column in inspect(connection).get_columns(table)}
+
+
+def half_migrated(engine) -> bool:
+    """Whether the schema is ahead of alembic_version: a revision was cut short."""
+    revision = revision_of(engine)
+    with engine.connect() as connection:
+        tables = set(inspect(connection).get_table_names())
+    if revision == CREATE_USERS:
+        return "author_id" in columns_of(engine, "post")
+    if revision == ADD_AUTHOR:
+        return "username_key" in columns_of(engine, "user") or "user_session" in tables
+    return False
+
+
+def test_a_migration_killed_anywhere_is_finished_by_running_it_again(
+    backend, database_url, legacy_db, project, runner, blog_env
+):
+    engine = legacy_db
+    assert alembic(runner, project, "upgrade", CREATE_USERS, env=blog_env).returncode == 0
+    add_posts(engine, 200_000)
+    command = [sys.executable, "-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head"]
+    started = time.monotonic()
+    assert subprocess.run(command, env=os.environ | blog_env, capture_output=True).returncode == 0
+    duration = time.monotonic() - started
+
+    cut_short = 0
+    for fraction in (0.2, 0.4, 0.6, 0.8, 0.95):
+        back = alembic(runner, project, "downgrade", CREATE_USERS, env=blog_env)
+        assert back.returncode == 0, back.stderr
+        migration = subprocess.Popen(
+            command, env=os.environ | blog_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(duration * fraction)
+        migration.send_signal(signal.SIGKILL)
+        migration.wait()
+        cut_short += half_migrated(engine)
+
+        again = alembic(runner, project, "upgrade", "head", env=blog_env)
+        assert again.returncode == 0, f"killed at {fraction:.0%}: {again.stderr}"
+        assert revision_of(engine) == ADD_SESSIONS
+        check = alembic(runner, project, "check", env=blog_env)
+        assert check.returncode == 0, f"killed at {fraction:.0%}: {check.stderr}"
+    # The kills fell inside revisions, not only between them.
+    assert cut_short, "no kill left a revision half done"

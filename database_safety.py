@@ -485,23 +485,28 @@ def waited_for(migration: MigrationContext, error: DBAPIError) -> str:
     connection = migration.bind
     assert connection is not None
     if connection.dialect.name == "postgresql":
-        holders = connection.execute(
+        transactions = connection.execute(
             text(
-                "SELECT DISTINCT a.pid, a.application_name, a.state,"
-                " round(extract(epoch FROM now() - a.xact_start)) AS seconds"
-                " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-                " WHERE l.granted AND l.relation = to_regclass(quote_ident(:table))"
-                " AND a.pid <> pg_backend_pid() ORDER BY seconds DESC"
+                "SELECT a.pid, a.application_name, a.state,"
+                " round(extract(epoch FROM now() - a.xact_start)),"
+                " EXISTS (SELECT FROM pg_locks l WHERE l.pid = a.pid AND l.granted"
+                "  AND l.relation = to_regclass(quote_ident(:table)))"
+                " FROM pg_stat_activity a WHERE a.datname = current_database()"
+                " AND a.xact_start IS NOT NULL AND a.pid <> pg_backend_pid()"
+                " ORDER BY a.xact_start"
             ),
             {"table": table},
         ).all()
-        who = "held by " + ", ".join(
-            f"process {pid} ({name or 'no name'}, {state}, in a transaction for {seconds:g} s)"
-            for pid, name, state, seconds in holders
+        holders = [row for row in transactions if row[4]]
+        # CREATE INDEX CONCURRENTLY waits for every older transaction, not a lock.
+        who = "held by " if holders else "open transactions: "
+        who += ", ".join(
+            f"process {pid} ({name or 'no name'}, {state}, for {seconds:g} s)"
+            for pid, name, state, seconds, _ in holders or transactions
         )
     else:
         # MariaDB tells which transactions are open, not which lock each holds.
-        holders = connection.execute(
+        transactions = connection.execute(
             text(
                 "SELECT p.ID, p.USER, p.HOST, TIMESTAMPDIFF(SECOND, t.trx_started, NOW())"
                 " FROM information_schema.INNODB_TRX t"
@@ -511,10 +516,10 @@ def waited_for(migration: MigrationContext, error: DBAPIError) -> str:
         ).all()
         who = "open transactions: " + ", ".join(
             f"connection {id} ({user}@{host}, for {seconds} s)"
-            for id, user, host, seconds in holders
+            for id, user, host, seconds in transactions
         )
     connection.rollback()
-    return f"{waited} ({who})" if holders else waited
+    return f"{waited} ({who})" if transactions else waited
 
 
 def planned_steps(migration_context: MigrationContext) -> list[RevisionStep]:

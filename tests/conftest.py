@@ -46,7 +46,7 @@ SERVER_URL_VARIABLES = {
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "sqlite_only: the test is about SQLite itself")
-    config.addinivalue_line("markers", "servers_only: the test is about database servers")
+    config.addinivalue_line("markers", "only_on(*backends): the test is about these backends")
     config.addinivalue_line("markers", "alembic: pytest-alembic's tests (test_migration_kit)")
     config.addinivalue_line("markers", "processes: the test starts processes (not in test-fast)")
 
@@ -73,15 +73,16 @@ def pytest_terminal_summary(terminalreporter):
 
 def pytest_generate_tests(metafunc):
     # A test that uses a database runs on SQLite and on every server,
-    # unless it is about SQLite itself, or about the servers.
+    # unless it is about SQLite itself, or about some backends only.
     if "backend" in metafunc.fixturenames:
         # (A server without its variable is named once, at the end of the run.)
         servers = [
             name for name, variable in SERVER_URL_VARIABLES.items() if os.environ.get(variable)
         ]
         sqlite_only = metafunc.definition.get_closest_marker("sqlite_only")
-        servers_only = metafunc.definition.get_closest_marker("servers_only")
-        backends = ["sqlite"] if sqlite_only else servers if servers_only else ["sqlite", *servers]
+        backends = ["sqlite"] if sqlite_only else ["sqlite", *servers]
+        if only_on := metafunc.definition.get_closest_marker("only_on"):
+            backends = [backend for backend in backends if backend in only_on.args]
         metafunc.parametrize("backend", backends)
 
 

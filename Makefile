@@ -33,8 +33,10 @@ lint: $(VENV)/dev-installed
 	$(VENV)/bin/ruff format --check $(CHECKED)
 	$(VENV)/bin/mypy
 
-bench: $(VENV)/installed
+bench: $(VENV)/dev-installed
 	$(PYTHON) -m tests.benchmarks
+	@if [ -n "$$BLOG_TEST_POSTGRES_URL$$BLOG_TEST_MYSQL_URL" ]; then $(PYTHON) -m tests.server_migration_benchmark; \
+	else echo "set BLOG_TEST_POSTGRES_URL or BLOG_TEST_MYSQL_URL for the server migration benchmark"; fi
 	@command -v wrk >/dev/null || { echo "the load benchmark needs wrk: apt-get install wrk"; exit 1; }
 	$(PYTHON) -m tests.load_benchmark
 

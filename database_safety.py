@@ -164,14 +164,13 @@ def _begin(connection) -> None:
     )
 
 
-def transactions(url: str | URL) -> dict[str, bool]:
-    """For context.configure: SQLite runs a whole command as one transaction (its
-    DDL is transactional once BEGIN is ours); a server commits each revision on
-    its own, so that a retry after a lock timeout repeats only the one that
-    waited, and a revision may build an index outside any transaction."""
-    if make_url(url).get_backend_name() == "sqlite":
-        return {"transactional_ddl": True}
-    return {"transaction_per_migration": True}
+def transactional_ddl(url: str | URL) -> bool | None:
+    """For context.configure: SQLite's DDL is transactional once BEGIN is ours,
+    and a whole command runs as one transaction. A server commits each revision
+    on its own (transaction_per_migration), so that a retry after a lock timeout
+    repeats only the revision that waited, and a revision may build an index
+    outside any transaction."""
+    return True if make_url(url).get_backend_name() == "sqlite" else None
 
 
 def value_columns(connection: Connection, table_name: str, schema: str | None = None) -> list[str]:
@@ -393,12 +392,12 @@ def limit_waits(migration: MigrationContext) -> None:
         migration.execute(setting)
 
 
-def lock_retries(migration: MigrationContext) -> Iterator[contextlib.AbstractContextManager]:
-    """Attempts at the migration, used as
+def attempts(migration: MigrationContext) -> Iterator[contextlib.AbstractContextManager]:
+    """The migration's attempts, each under the safeguards() above, used as
 
-        for attempt in lock_retries(migration):
-            with attempt:
-                ...
+        for attempt in attempts(migration):
+            with attempt, context.begin_transaction():
+                context.run_migrations()
 
     On a server, a lock not granted in time rolls back the revision that
     waited, logs one line, and the next attempt runs it again after a pause;
@@ -406,7 +405,7 @@ def lock_retries(migration: MigrationContext) -> Iterator[contextlib.AbstractCon
     commits on its own), so an attempt runs only the rest of the plan.
     """
     if migration.as_sql or migration.dialect.name == "sqlite":
-        yield contextlib.nullcontext()
+        yield safeguards(migration)
         return
     first_plan = [step_key(step) for step in planned_steps(migration)]
     for number, delay in enumerate((*RETRY_DELAYS, None), start=1):
@@ -417,7 +416,7 @@ def lock_retries(migration: MigrationContext) -> Iterator[contextlib.AbstractCon
                 f"stopped at revision {revision_of(migration)} after a lock timeout; "
                 "run the command again, with the revision to reach rather than a count"
             )
-        attempt = LockAttempt(migration, last=delay is None)
+        attempt = Attempt(migration, last=delay is None)
         yield attempt
         if attempt.wait is None:
             return
@@ -439,14 +438,21 @@ def revision_of(migration: MigrationContext) -> str:
     return ", ".join(migration.get_current_heads()) or "base (none)"
 
 
-class LockAttempt(contextlib.AbstractContextManager):
-    """One try of the migration: notes a lock that was not granted in time."""
+class Attempt(contextlib.AbstractContextManager):
+    """One try of the migration, under its safeguards: notes a lock that was not
+    granted in time."""
 
     def __init__(self, migration: MigrationContext, last: bool) -> None:
         self.migration, self.last = migration, last
+        self.safeguards = safeguards(migration)
         self.wait: str | None = None
 
+    def __enter__(self) -> "Attempt":
+        self.safeguards.__enter__()
+        return self
+
     def __exit__(self, kind, error, traceback) -> bool:
+        self.safeguards.__exit__(kind, error, traceback)
         if not lock_not_granted(error):
             return False
         self.wait = waited_for(self.migration, error)
@@ -459,14 +465,22 @@ class LockAttempt(contextlib.AbstractContextManager):
         return True
 
 
-def lock_not_granted(error: BaseException | None) -> bool:
-    if not isinstance(error, DBAPIError):
-        return False
+# PostgreSQL's lock_not_available and deadlock_detected; MariaDB's
+# ER_LOCK_WAIT_TIMEOUT and ER_LOCK_DEADLOCK.
+LOCK_TIMEOUTS = {"55P03", 1205}
+DEADLOCKS = {"40P01", 1213}
+
+
+def error_code(error: DBAPIError) -> str | int | None:
     # PyMySQL gives MariaDB's error number first; psycopg names the SQLSTATE.
-    number = next(iter(error.orig.args), None)
-    code = number if isinstance(number, int) else getattr(error.orig, "sqlstate", None)
-    # PostgreSQL's lock_not_available; MariaDB's ER_LOCK_WAIT_TIMEOUT.
-    return code in ("55P03", 1205)
+    number = next(iter(getattr(error.orig, "args", ())), None)
+    return number if isinstance(number, int) else getattr(error.orig, "sqlstate", None)
+
+
+def lock_not_granted(error: BaseException | None) -> bool:
+    """A lock timeout, or a deadlock the server broke by ending the migration:
+    either passes once the other transaction ends."""
+    return isinstance(error, DBAPIError) and error_code(error) in LOCK_TIMEOUTS | DEADLOCKS
 
 
 # The table a statement locks first: ALTER TABLE post, CREATE INDEX ... ON post, ...
@@ -480,8 +494,11 @@ def waited_for(migration: MigrationContext, error: DBAPIError) -> str:
     server tells."""
     found = LOCKED_TABLE.search(str(error.statement or ""))
     table = found[1] if found else "a table"
-    seconds = timeout(migration, "lock_timeout", LOCK_TIMEOUT)
-    waited = f"a lock on {table} was not granted within {seconds:g} s"
+    if error_code(error) in DEADLOCKS:
+        waited = f"a lock on {table} was not granted: the server broke a deadlock"
+    else:
+        seconds = timeout(migration, "lock_timeout", LOCK_TIMEOUT)
+        waited = f"a lock on {table} was not granted within {seconds:g} s"
     connection = migration.bind
     assert connection is not None
     if connection.dialect.name == "postgresql":

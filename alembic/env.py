@@ -49,7 +49,8 @@ def run_migrations_offline() -> None:
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
         # One transaction on SQLite, one per revision on a server, as online.
-        **database_safety.transactions(url),
+        transactional_ddl=database_safety.transactional_ddl(url),
+        transaction_per_migration=not database_safety.transactional_ddl(url),
     )
 
     # The same timeouts as online, and no downgrade that drops data unasked.
@@ -76,19 +77,15 @@ def run_migrations_online() -> None:
             connection=connection,
             target_metadata=target_metadata,
             # SQLite rolls a whole command back if it fails; a server, the revision.
-            **database_safety.transactions(connection.engine.url),
+            transactional_ddl=database_safety.transactional_ddl(connection.engine.url),
+            transaction_per_migration=not database_safety.transactional_ddl(connection.engine.url),
         )
 
-        # On a server, a revision that waits too long for a lock rolls back and
-        # is tried again, and the last try fails in one line (tenacity's idiom).
-        for attempt in database_safety.lock_retries(context.get_context()):
-            # No upgrade of a database without the blog; a backup of SQLite before a
-            # downgrade, and on a server no downgrade that drops data unless told to.
-            with (
-                attempt,
-                database_safety.safeguards(context.get_context()),
-                context.begin_transaction(),
-            ):
+        # No upgrade of a database without the blog; a backup of SQLite before a
+        # downgrade, and on a server no downgrade that drops data unless told to;
+        # there, a revision that waits too long for a lock is tried again.
+        for attempt in database_safety.attempts(context.get_context()):
+            with attempt, context.begin_transaction():
                 context.run_migrations()
 
 

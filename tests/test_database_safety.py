@@ -145,7 +145,7 @@ def test_data_that_would_be_dropped_counts_rows_not_disposable_tables(tmp_path):
             text("INSERT INTO user_session (token_hash, user_id, created) VALUES ('x', 1, '2024')")
         )
         steps = downgrade_of(ADD_SESSIONS) + downgrade_of(ADD_AUTHOR)
-        assert database_safety.data_that_would_be_dropped(connection, steps) == [
+        assert database_safety.data_that_would_be_dropped("sqlite", connection, steps) == [
             "column post.author_id (set in 1 row)"
         ]
     engine.dispose()

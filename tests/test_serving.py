@@ -96,13 +96,10 @@ def test_readers_and_writers_through_a_migration(served_blog, project, runner, b
         # Down to revision 1, through revision 2's rewrite of every post. The
         # writers' posts have authors: a database server drops them only if told to.
         go_ahead = [] if not blog_env else ["-x", "drop_data=yes"]
+        # (A server may end the migration rather than a writer to break a
+        # deadlock: the migration tries that revision again by itself.)
         for args in ([*go_ahead, "downgrade", REVISIONS[0].revision], ["upgrade", "head"]):
-            for _ in range(3):
-                result = runner("-m", "alembic", "-c", project / "alembic.ini", *args, env=blog_env)
-                # PostgreSQL may end the migration rather than a writer to break a
-                # deadlock; it rolls back whole, and the README says to run it again.
-                if "deadlock detected" not in result.stdout:
-                    break
+            result = runner("-m", "alembic", "-c", project / "alembic.ini", *args, env=blog_env)
             assert result.returncode == 0, result.stdout + result.stderr
         migrated = time.monotonic()
         crowd.wait_for_acknowledged(len(crowd.acknowledged) + 20)

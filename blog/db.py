@@ -1,14 +1,17 @@
 """The blog's connection to its database: one engine, one session per request."""
 
+import contextlib
+import sqlite3
 from pathlib import Path
 
 from alembic.config import Config
 from flask import current_app, g, has_request_context, request
+from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import ServiceUnavailable
 
-from database_safety import DatabaseProblem, create_engine
+from database_safety import DatabaseProblem, create_engine, sqlite_path
 
 from .csrf import SAFE_METHODS  # the methods that change nothing only read
 
@@ -21,15 +24,87 @@ def alembic_config(ini: Path = ALEMBIC_INI) -> Config:
     return Config(ini)
 
 
+class BlogSession(Session):
+    def commit(self) -> None:
+        super().commit()
+        # A commit into a file that lost its name reached no one's blog.db:
+        # the request must not say it was stored.
+        refuse_a_moved_file()
+
+
 def get_db() -> Session:
     """The request's session, opened on first use and closed at teardown."""
     if "db" not in g:
+        refuse_a_moved_file()
         reads_only = has_request_context() and request.method in SAFE_METHODS
         engine = current_app.extensions["db_read_engine" if reads_only else "db_engine"]
         # Objects keep their values after a commit: the answer to a write is
         # built without touching the database again.
-        g.db = Session(engine, expire_on_commit=False)
+        g.db = BlogSession(engine, expire_on_commit=False)
     return g.db
+
+
+class DatabaseFileMoved(ServiceUnavailable):
+    description = (
+        "The blog's database file was removed or replaced while the blog was running, so "
+        "the blog can neither show nor store anything until it is restarted. Its owner must "
+        "restart it; the server's log says more."
+    )
+
+
+class DatabaseFile:
+    """The SQLite file the blog opened, and whether its path still names it.
+
+    SQLite's connections keep the file they opened, whatever happens to its
+    name: after `rm` or `mv` they would write to a file that no path reaches.
+    So each request first checks that the path still names that file (one
+    stat(), about a microsecond).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.opened, self.moved = self.identity(), False
+
+    def identity(self) -> tuple[int, int] | None:
+        try:
+            status = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return status.st_dev, status.st_ino
+
+    def still_there(self) -> bool:
+        if self.opened is None:
+            self.opened = self.identity()  # created after the blog started, by init
+        self.moved = self.moved or self.identity() != self.opened
+        return not self.moved
+
+    def close_if_moved(self, dbapi_connection, connection_record) -> None:
+        """Each connection to the old file, as it goes back to the pool or is
+        closed, empties the -wal into that file first: SQLite would otherwise
+        apply the old file's pages to the new one at the path the next time it
+        is opened (it never checkpoints a moved database on close)."""
+        if self.moved and dbapi_connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                dbapi_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            dbapi_connection.close()
+
+
+def refuse_a_moved_file() -> None:
+    database_file = current_app.extensions["db_file"]
+    if database_file is None:
+        return  # a database server
+    noticed_before = database_file.moved
+    if database_file.still_there():
+        return
+    if not noticed_before:
+        current_app.logger.error(
+            "%s is no longer the file the blog opened (removed or replaced): refusing every "
+            "request until a restart. To put a backup back, stop the blog and use "
+            "`python run.py restore`, never cp or mv.",
+            database_file.path,
+        )
+    current_app.extensions["db_engine"].dispose()
+    raise DatabaseFileMoved()
 
 
 def close_db(exception: BaseException | None = None) -> None:
@@ -85,6 +160,11 @@ def database_unavailable(error: DBAPIError):
 
 def init_app(app) -> None:
     engine = create_engine(app.config["DATABASE_URL"])
+    path = sqlite_path(app.config["DATABASE_URL"])
+    app.extensions["db_file"] = database_file = DatabaseFile(path) if path else None
+    if database_file:
+        event.listen(engine, "checkin", database_file.close_if_moved)
+        event.listen(engine, "close", database_file.close_if_moved)
     app.extensions["db_engine"] = engine
     app.extensions["db_read_engine"] = engine.execution_options(begin="DEFERRED")
     app.teardown_appcontext(close_db)

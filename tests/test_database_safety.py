@@ -175,10 +175,10 @@ def test_only_a_downgrade_is_backed_up_first(sqlite_at_head, tmp_path):
 def test_a_failed_downgrade_leaves_no_backup(sqlite_at_head, tmp_path):
     with closing(sqlite3.connect(tmp_path / "blog.db")) as connection:
         # Revision 3's downgrade then fails, after the backup.
-        connection.execute("DROP INDEX ix_login_failure_address")
-        connection.execute("DROP TABLE login_failure")
+        connection.execute("DROP INDEX ix_user_username_key")
+        connection.execute('ALTER TABLE "user" DROP COLUMN username_key')
         connection.commit()
-    with pytest.raises(DatabaseProblem, match="no such table: login_failure"):
+    with pytest.raises(DatabaseProblem, match='no such column: "username_key"'):
         command.downgrade(sqlite_at_head, "-1")
     assert not list(tmp_path.glob("blog.db.bak*"))
 

@@ -243,3 +243,14 @@ def test_init_leaves_a_file_sized_for_what_it_holds(project, runner):
     assert runner(project / "run.py", "init").returncode == 0
     assert db.stat().st_size < 200_000
     assert len(titles(project / "blog.db.bak")) == 20_000
+
+
+def test_init_names_a_wal_left_by_a_removed_database(project, runner):
+    assert runner(project / "run.py", "init").returncode == 0
+    (project / "blog.db-wal").write_bytes(b"the last writes of a removed blog.db")
+    (project / "blog.db").unlink()
+    result = runner(project / "run.py", "init")
+    assert result.returncode == 1
+    assert "blog.db-wal is still beside it" in result.stderr
+    assert "move blog.db-wal and blog.db-shm away" in result.stderr
+    assert not (project / "blog.db").exists()

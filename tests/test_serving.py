@@ -3,6 +3,7 @@ backed up or recreated, and loses nothing it acknowledged."""
 
 import socket
 import sqlite3
+import sys
 import threading
 import time
 import urllib.request
@@ -14,6 +15,7 @@ from sqlalchemy import create_engine, text
 from database_safety import back_up
 
 from .conftest import REVISIONS
+from .server import serving
 from .test_run import titles, version
 from .webclient import Browser
 
@@ -232,3 +234,56 @@ def test_slow_clients_cannot_stop_the_blog(served_blog):
                 answered.append(response.status)
             time.sleep(0.3)
     assert answered == [200] * 10
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("move", ["rm", "rm with -wal and -shm", "mv a backup over it"])
+def test_a_database_file_moved_under_the_blog_takes_no_more_posts(
+    served_blog, project, runner, move
+):
+    path = project / "blog.db"
+    backup = back_up(path)
+    with Crowd(served_blog, readers=2) as crowd:
+        crowd.wait_for_acknowledged(20)
+        if move == "mv a backup over it":
+            backup.rename(path)
+        else:
+            path.unlink()
+        if move == "rm with -wal and -shm":
+            for leftover in (project / "blog.db-wal", project / "blog.db-shm"):
+                leftover.unlink()
+        moved = time.monotonic()
+        time.sleep(3)
+        status, _, page = Browser(served_blog).request("/")
+
+    # Nothing acknowledged once the file was gone went to a file that has no name.
+    acknowledged_after = {title for title, when in crowd.acknowledged if when > moved + 0.5}
+    assert acknowledged_after <= (set(titles(path)) if path.exists() else set())
+    assert not acknowledged_after
+    assert status == 503
+    assert "removed or replaced while the blog was running" in page
+    assert "restart" in page
+    log = (project / "server.log").read_text()
+    assert "ERROR" in log and "no longer the file the blog opened" in log
+
+
+@pytest.mark.sqlite_only
+def test_after_a_restart_the_blog_serves_the_file_at_its_path_whole(project, runner):
+    assert runner(project / "run.py", "init").returncode == 0
+    path = project / "blog.db"
+    command = [sys.executable, project / "run.py", "--port"]
+    with serving(command, project / "server.log") as base_url, Crowd(base_url) as crowd:
+        crowd.wait_for_acknowledged(20)
+        backup = back_up(path)
+        in_backup = set(titles(backup))
+        crowd.wait_for_acknowledged(len(crowd.acknowledged) + 20)
+        backup.rename(path)
+        time.sleep(2)
+
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert set(titles(path)) == in_backup
+    with serving(command, project / "server.log") as base_url:
+        status, _, page = Browser(base_url).request("/")
+    assert status == 200
+    assert any(title in page for title in in_backup)

@@ -27,6 +27,7 @@ from blog.maintenance import (
     check_database,
     copy_database,
     init_db,
+    integrity_problems,
     migration_scripts,
     restore_db,
     schema_differences,
@@ -126,16 +127,32 @@ def serve(app, host: str, port: int, debug: bool, workers: int, threads: int) ->
 def check(app) -> int:
     engine = app.extensions["db_engine"]
     differences = schema_differences(app.extensions["db_read_engine"])
-    for difference in differences:
-        print(difference)
+    problems = integrity_problems(app.extensions["db_read_engine"])
+    for line in differences + problems:
+        print(line)
     if differences:
         print(
-            f"{shown(engine.url)} differs from the models in {len(differences)} ways",
+            f"{shown(engine.url)} differs from the models in {ways(len(differences))}",
             file=sys.stderr,
         )
+    if problems:
+        print(
+            f"{shown(engine.url)} failed SQLite's integrity checks in {ways(len(problems))}; "
+            "`python run.py restore` a good backup",
+            file=sys.stderr,
+        )
+    if differences or problems:
         return 1
-    print(f"{shown(engine.url)} matches the models")
+    whole = ", and SQLite's quick_check and foreign_key_check find it whole"
+    print(
+        f"{shown(engine.url)} matches the models"
+        + (whole if engine.dialect.name == "sqlite" else "")
+    )
     return 0
+
+
+def ways(count: int) -> str:
+    return f"{count} way" + ("" if count == 1 else "s")
 
 
 def copy(app, source_url: str, target_url: str) -> None:

@@ -105,13 +105,49 @@ def restore_db(engine: Engine, source: Path, scripts: ScriptDirectory) -> Path |
         raise DatabaseProblem(f"{source} is not a file")
     if source == path:
         raise DatabaseProblem(f"{source} is the database itself; name a backup of it")
-    with closing(sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True)) as backup_file:
+    try:
+        return restore_whole_blog(engine, path, source, scripts)
+    except DatabaseProblem as problem:
+        good = newest_good_backup(path, but=source)
+        if not str(problem).startswith("cannot restore") or good is None:
+            raise
+        raise DatabaseProblem(
+            f"{problem}; the newest good backup beside it is {good.name} "
+            f"(`python run.py restore {good}`)"
+        ) from problem
+
+
+def damage(path: Path) -> str | None:
+    """What SQLite's quick_check finds wrong with a database file, if anything."""
+    with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as database:
         try:
-            verdict = backup_file.execute("PRAGMA quick_check").fetchone()[0]
+            verdict = database.execute("PRAGMA quick_check").fetchone()[0]
         except sqlite3.DatabaseError as error:
-            raise DatabaseProblem(f"cannot restore {source}: {error}") from error
-    if verdict != "ok":
-        raise DatabaseProblem(f"cannot restore {source}: it is damaged ({verdict})")
+            return str(error)
+    return None if verdict == "ok" else verdict
+
+
+def newest_good_backup(path: Path, but: Path) -> Path | None:
+    """The newest of the database's backups that is whole and holds a blog."""
+    backups = sorted(
+        (backup for backup in path.parent.glob(f"{path.name}.bak*") if backup != but),
+        key=lambda backup: backup.stat().st_mtime,
+        reverse=True,
+    )
+    for backup in backups:
+        if damage(backup) is None:
+            with closing(sqlite3.connect(f"{backup.as_uri()}?mode=ro", uri=True)) as database:
+                if database.execute("SELECT 1 FROM sqlite_master WHERE name = 'post'").fetchone():
+                    return backup
+    return None
+
+
+def restore_whole_blog(
+    engine: Engine, path: Path, source: Path, scripts: ScriptDirectory
+) -> Path | None:
+    problem = damage(source)
+    if problem:
+        raise DatabaseProblem(f"cannot restore {source}: it is damaged ({problem})")
 
     backup = None
     try:
@@ -234,6 +270,20 @@ def schema_differences(engine: Engine) -> list[str]:
     # A column's changes come as a list of modify_* tuples.
     flat = [d for group in differences for d in (group if isinstance(group, list) else [group])]
     return [describe_difference(*difference) for difference in flat]
+
+
+def integrity_problems(engine: Engine) -> list[str]:
+    """What SQLite's quick_check and foreign_key_check find in the file, in words
+    (a database server keeps its own files whole and its foreign keys checked)."""
+    if sqlite_path(engine.url) is None:
+        return []
+    with engine.connect() as connection:
+        verdicts = connection.exec_driver_sql("PRAGMA quick_check").scalars().all()
+        dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    problems = [f"quick_check: {verdict}" for verdict in verdicts if verdict != "ok"]
+    for table, rowid, parent, _ in dangling:
+        problems.append(f"{table} row {rowid} refers to a row of {parent} that does not exist")
+    return problems
 
 
 def describe_difference(kind: str, *details) -> str:

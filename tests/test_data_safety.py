@@ -531,3 +531,17 @@ def test_every_command_names_a_read_only_folder(read_only_folder, runner, comman
     assert result.returncode != 0
     assert f"the folder {project} is read-only" in output, output
     assert "Traceback" not in output
+
+
+def test_a_refused_restore_names_the_newest_good_backup(blog_with_accounts, project, runner):
+    for _ in range(2):  # blog.db.bak and blog.db.bak.1, the newer
+        assert runner(project / "run.py", "init", cwd=project).returncode == 0
+    (project / "blog.db.bak.2").write_bytes(b"\0" * 4096)  # newer still, but no blog
+    (project / "empty.db").touch()
+    result = runner(project / "run.py", "restore", "empty.db", cwd=project)
+    assert result.returncode == 1
+    assert "cannot restore" in result.stderr and "it holds no blog (no post table)" in result.stderr
+    assert result.stderr.rstrip().endswith(
+        f"the newest good backup beside it is blog.db.bak.1 "
+        f"(`python run.py restore {project / 'blog.db.bak.1'}`)"
+    )

@@ -210,10 +210,8 @@ def test_check_command_finds_the_models_in_a_database_made_either_way(
     upgrade = runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head", env=env)
     assert upgrade.returncode == 0, upgrade.stderr
     result = runner(project / "run.py", "check", env=env)
-    assert (result.returncode, result.stdout.strip()) == (
-        0,
-        f"{legacy_db.url} matches the models",
-    )
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"{legacy_db.url} matches the models")
 
 
 # A change each backend can make, and how `run.py check` names it.

@@ -254,3 +254,19 @@ def test_init_names_a_wal_left_by_a_removed_database(project, runner):
     assert "blog.db-wal is still beside it" in result.stderr
     assert "move blog.db-wal and blog.db-shm away" in result.stderr
     assert not (project / "blog.db").exists()
+
+
+def test_check_reports_what_sqlites_own_checks_find(project, runner):
+    assert runner(project / "run.py", "init").returncode == 0
+    result = runner(project / "run.py", "check")
+    assert result.returncode == 0
+    assert "quick_check and foreign_key_check find it whole" in result.stdout
+    with sqlite3.connect(project / "blog.db") as connection:
+        # foreign_keys is off in a plain sqlite3 connection: a post by nobody.
+        connection.execute(
+            "INSERT INTO post (title, body, created, author_id) VALUES ('x', 'y', '2024-01-01', 42)"
+        )
+    result = runner(project / "run.py", "check")
+    assert result.returncode == 1
+    assert result.stdout.strip() == "post row 1 refers to a row of user that does not exist"
+    assert "failed SQLite's integrity checks in 1 way;" in result.stderr

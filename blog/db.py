@@ -9,9 +9,9 @@ from flask import current_app, g, has_request_context, request
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
-from werkzeug.exceptions import ServiceUnavailable
+from werkzeug.exceptions import BadRequest, ServiceUnavailable
 
-from database_safety import DatabaseProblem, create_engine, sqlite_path
+from database_safety import DatabaseProblem, create_engine, error_code, sqlite_path
 
 from .csrf import SAFE_METHODS  # the methods that change nothing only read
 
@@ -134,11 +134,26 @@ def lasting_cause(error: DBAPIError) -> str | None:
     return None
 
 
+# What a database server refuses to store, whenever it is sent again: MariaDB's
+# "Incorrect string value" and "Data too long"; PostgreSQL's value too long and
+# characters its encoding lacks.
+UNSTORABLE = {1366, 1406, "22001", "22021", "22P05"}
+
+
 def database_unavailable(error: DBAPIError):
     # The page must not touch the database again: drop the failed session
     # and the user it loaded (the page then shows the logged-out menu).
     close_db()
     g.pop("user", None)
+    if error_code(error) in UNSTORABLE:
+        current_app.logger.error("the database refused the text of a request: %s", error.orig)
+        return current_app.handle_http_exception(
+            BadRequest(
+                "The database cannot store this text as written (a character it cannot "
+                "hold, or a value too long for it), so nothing was saved. Its owner can "
+                "find why in the server's log."
+            )
+        )
     cause = lasting_cause(error)
     if cause:
         current_app.logger.error("the database cannot be used: %s (%s)", cause, error.orig)

@@ -238,6 +238,7 @@ def check_database(engine: Engine, scripts: ScriptDirectory) -> None:
     with engine.connect() as connection:
         current = set(MigrationContext.configure(connection).get_current_heads())
         has_posts_table = inspect(connection).has_table("post")
+        refuse_text_it_cannot_store(connection)
     heads = set(scripts.get_heads())
     if current == heads:
         return
@@ -258,6 +259,35 @@ def check_database(engine: Engine, scripts: ScriptDirectory) -> None:
     raise DatabaseProblem(
         f"the database is at revision {', '.join(sorted(current))}, behind "
         f"this code's {', '.join(sorted(heads))}; run `alembic upgrade head`"
+    )
+
+
+def refuse_text_it_cannot_store(connection: Connection) -> None:
+    """On MariaDB, a database or table whose character set is not utf8mb4 cannot
+    hold every character a form accepts (an emoji, among others): such a post
+    would be lost. Refused before serving, with the statements that fix it."""
+    if connection.dialect.name != "mysql":
+        return
+    database = connection.scalar(text("SELECT DATABASE()"))
+    charsets = connection.execute(
+        text(
+            "SELECT 'database', DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA"
+            " WHERE SCHEMA_NAME = DATABASE() UNION ALL"
+            " SELECT t.TABLE_NAME, c.CHARACTER_SET_NAME FROM information_schema.TABLES t"
+            " JOIN information_schema.COLLATION_CHARACTER_SET_APPLICABILITY c"
+            " ON c.COLLATION_NAME = t.TABLE_COLLATION WHERE t.TABLE_SCHEMA = DATABASE()"
+        )
+    ).all()
+    narrow = {name: charset for name, charset in charsets if charset != "utf8mb4"}
+    if not narrow:
+        return
+    utf8mb4 = "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+    fixes = [f"ALTER DATABASE `{database}` {utf8mb4}"] if "database" in narrow else []
+    fixes += [f"ALTER TABLE `{name}` CONVERT TO {utf8mb4}" for name in narrow if name != "database"]
+    raise DatabaseProblem(
+        f"the database {database} stores text as {', '.join(sorted(set(narrow.values())))}, "
+        "which cannot hold every character a post may have (an emoji, for one); stop the "
+        f"blog, take a dump, then run: {'; '.join(fixes)}."
     )
 
 

@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import create_engine, inspect, text
 
 from .conftest import ADD_AUTHOR, ADD_SESSIONS, CREATE_USERS, PROJECT, REVISIONS, alembic
+from .legacy import make_legacy_database
+from .server import serving
+from .webclient import Browser
 
 pytestmark = pytest.mark.only_on("postgresql", "mysql")
 
@@ -261,3 +264,50 @@ def test_a_migration_killed_while_it_builds_an_index_is_finished_by_running_it_a
             text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:index)"),
             {"index": index},
         )
+
+
+@pytest.fixture
+def latin1_database(backend, database_url):
+    """The test's MariaDB database with latin1 for a default, as many installations make it."""
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        connection.exec_driver_sql(
+            f"ALTER DATABASE {engine.url.database} CHARACTER SET latin1 COLLATE latin1_swedish_ci"
+        )
+    engine.dispose()
+    return database_url
+
+
+@pytest.mark.only_on("mysql")
+@pytest.mark.parametrize("made_by", ["init", "upgrade"])
+def test_a_latin1_mariadb_is_refused_at_start_saying_what_to_run(
+    made_by, latin1_database, project, runner, blog_env, tmp_path
+):
+    if made_by == "init":
+        made = runner(project / "run.py", "init", env=blog_env)
+    else:
+        make_legacy_database(create_engine(latin1_database), [])
+        made = alembic(runner, project, "upgrade", "head", env=blog_env)
+    assert made.returncode == 0, made.stderr
+
+    refused = runner(project / "run.py", "--port", "0", env=blog_env, timeout=30)
+    assert refused.returncode == 1
+    assert len(refused.stderr.strip().splitlines()) == 1
+    message = refused.stderr.strip()
+    assert "stores text as latin1" in message and "an emoji" in message
+
+    # What the message says to run makes the blog store any text a form accepts.
+    statements = message.split("run: ", 1)[1].rstrip(".")
+    engine = create_engine(latin1_database)
+    with engine.begin() as connection:
+        for statement in statements.split("; "):
+            connection.exec_driver_sql(statement)
+    with serving([sys.executable, project / "run.py", "--port"], tmp_path / "log", blog_env) as url:
+        browser = Browser(url)
+        browser.sign_up("emoji")
+        status, headers, _ = browser.request("/create", {"title": "Party 🎉", "body": "🥳"})
+    assert status == 302 and "/post/" in headers["Location"]
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT title, body FROM post")).all() == [
+            ("Party 🎉", "🥳")
+        ]

@@ -23,7 +23,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 from .conftest import CREATE_USERS, PROJECT, SERVER_URL_VARIABLES
-from .legacy import make_legacy_database
+from .legacy import add_posts_on_server, make_legacy_database
 
 TARGETS = {"postgresql": (0.2, 1.0)}  # seconds: the longest read, the longest write
 
@@ -48,21 +48,6 @@ class Client(threading.Thread):
                 time.sleep(0.005)
 
 
-def add_posts(engine, count: int) -> None:
-    numbers = (
-        f"generate_series(1, {count}) AS n(seq)"
-        if engine.dialect.name == "postgresql"
-        else f"seq_1_to_{count}"
-    )
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO post (title, body, created) SELECT CONCAT('Post ', seq),"
-                f" 'A body of a few words.', CURRENT_TIMESTAMP FROM {numbers}"
-            )
-        )
-
-
 def measure(server_url: str, posts: int, project: Path) -> dict:
     server = create_engine(server_url, isolation_level="AUTOCOMMIT")
     name = f"blog_bench_{uuid.uuid4().hex[:8]}"
@@ -77,7 +62,7 @@ def measure(server_url: str, posts: int, project: Path) -> dict:
     alembic = [sys.executable, "-m", "alembic", "-c", str(project / "alembic.ini")]
     try:
         make_legacy_database(engine, [])
-        add_posts(engine, posts)
+        add_posts_on_server(engine, posts)
         subprocess.run(
             [*alembic, "upgrade", CREATE_USERS], env=environment, check=True, capture_output=True
         )

@@ -15,7 +15,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
 from .conftest import ADD_AUTHOR, ADD_SESSIONS, CREATE_USERS, PROJECT, REVISIONS, alembic
-from .legacy import make_legacy_database
+from .legacy import add_posts_on_server, make_legacy_database
 from .server import serving
 from .webclient import Browser
 
@@ -29,28 +29,12 @@ def revision_of(engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def add_posts(engine, count: int) -> None:
-    """COUNT more posts, made by the server itself: fast at any size."""
-    numbers = (
-        f"generate_series(1, {count}) AS n(seq)"
-        if engine.dialect.name == "postgresql"
-        else f"seq_1_to_{count}"
-    )
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO post (title, body, created) "
-                f"SELECT CONCAT('Post ', seq), 'A body.', CURRENT_TIMESTAMP FROM {numbers}"
-            )
-        )
-
-
 @pytest.fixture
 def posts_at_revision_1(backend, database_url, legacy_db, project, runner, blog_env):
     """A blog at its first revision with 100,000 more posts."""
     result = alembic(runner, project, "upgrade", CREATE_USERS, env=blog_env)
     assert result.returncode == 0, result.stderr
-    add_posts(legacy_db, 100_000)
+    add_posts_on_server(legacy_db, 100_000)
     return legacy_db
 
 
@@ -199,7 +183,7 @@ def test_a_migration_killed_anywhere_on_mariadb_is_finished_by_running_it_again(
 ):
     engine = legacy_db
     assert alembic(runner, project, "upgrade", CREATE_USERS, env=blog_env).returncode == 0
-    add_posts(engine, 200_000)
+    add_posts_on_server(engine, 200_000)
     command = [sys.executable, "-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head"]
     started = time.monotonic()
     assert subprocess.run(command, env=os.environ | blog_env).returncode == 0
@@ -234,7 +218,7 @@ def test_a_migration_killed_while_it_builds_an_index_is_finished_by_running_it_a
 ):
     engine = legacy_db
     assert alembic(runner, project, "upgrade", start, env=blog_env).returncode == 0
-    add_posts(engine, 200_000)
+    add_posts_on_server(engine, 200_000)
     command = [sys.executable, "-m", "alembic", "-c", project / "alembic.ini"]
     # CREATE INDEX CONCURRENTLY waits for every transaction older than it: this
     # one holds the migration there, after it has committed its other steps.

@@ -29,6 +29,7 @@ from blog.maintenance import (
     init_db,
     integrity_problems,
     migration_scripts,
+    refuse_a_damaged_database,
     restore_db,
     schema_differences,
 )
@@ -114,6 +115,7 @@ def refuse_a_busy_port(host: str, port: int) -> None:
 
 
 def serve(app, host: str, port: int, debug: bool, workers: int, threads: int) -> None:
+    refuse_a_damaged_database(app.extensions["db_engine"])
     check_database(app.extensions["db_read_engine"], migration_scripts(app))
     if debug:
         app.run(host=host, port=port, debug=True, request_handler=VersionlessRequestHandler)

@@ -124,7 +124,24 @@ def damage(path: Path) -> str | None:
             verdict = database.execute("PRAGMA quick_check").fetchone()[0]
         except sqlite3.DatabaseError as error:
             return str(error)
-    return None if verdict == "ok" else verdict
+    return None if verdict == "ok" else " ".join(verdict.split())  # one line
+
+
+def refuse_a_damaged_database(engine: Engine) -> None:
+    """Serve only a whole SQLite file: quick_check reads all of it, so this runs
+    once before serving, not in every worker."""
+    path = sqlite_path(engine.url)
+    problem = damage(path) if path and path.exists() else None
+    if path and problem:
+        good = newest_good_backup(path, but=path)
+        raise DatabaseProblem(
+            f"{path} is damaged ({problem}); "
+            + (
+                f"put back the newest good backup beside it: `python run.py restore {good}`"
+                if good
+                else "put back a backup with `python run.py restore FILE`"
+            )
+        )
 
 
 def newest_good_backup(path: Path, but: Path) -> Path | None:

@@ -270,3 +270,29 @@ def test_check_reports_what_sqlites_own_checks_find(project, runner):
     assert result.returncode == 1
     assert result.stdout.strip() == "post row 1 refers to a row of user that does not exist"
     assert "failed SQLite's integrity checks in 1 way;" in result.stderr
+
+
+def test_serving_refuses_a_damaged_database_naming_the_newest_good_backup(project, runner):
+    assert runner(project / "run.py", "init").returncode == 0
+    with sqlite3.connect(project / "blog.db") as connection:
+        connection.executemany(
+            "INSERT INTO post (title, body, created) VALUES (?, ?, '2024-01-01')",
+            ((f"post {i}", "x" * 500) for i in range(2000)),
+        )
+    assert runner(project / "run.py", "init").returncode == 0  # blog.db.bak: whole, 2,000 posts
+    with sqlite3.connect(project / "blog.db") as connection:
+        connection.executemany(
+            "INSERT INTO post (title, body, created) VALUES (?, ?, '2024-01-01')",
+            ((f"post {i}", "x" * 500) for i in range(2000)),
+        )
+        connection.commit()
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with open(project / "blog.db", "r+b") as database:
+        database.seek(8 * 4096)
+        database.write(b"\xff" * 4096)  # a page of the post table overwritten
+
+    result = runner(project / "run.py", "--port", "0", timeout=30)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert f"{project / 'blog.db'} is damaged (" in result.stderr
+    assert f"`python run.py restore {project / 'blog.db.bak'}`" in result.stderr

@@ -126,7 +126,14 @@ SQLITE_PRAGMAS = (
 
 def create_engine(url: str | URL, **kwargs) -> Engine:
     """An engine for the blog's database, with SQLite's settings on SQLite."""
-    engine = sqlalchemy.create_engine(url, **kwargs)
+    try:
+        engine = sqlalchemy.create_engine(url, **kwargs)
+    except ModuleNotFoundError as error:  # the URL's driver
+        raise DatabaseProblem(
+            f"{shown(url)} needs the Python module {error.name}, which is not installed; the "
+            "drivers for database servers are in requirements-servers.txt "
+            "(pip install -r requirements-servers.txt)"
+        ) from error
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", functools.partial(_configure_sqlite, sqlite_path(url)))
         event.listen(engine, "begin", _begin)

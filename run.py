@@ -243,12 +243,6 @@ def main(argv: list[str] | None = None) -> int:
             where = shown(app.extensions["db_engine"].url)
         print(f"error: {str(error.orig).strip()} ({where})", file=sys.stderr)
         return 1
-    except ImportError as error:
-        print(
-            f"error: {error}; the drivers for database servers are in requirements-servers.txt",
-            file=sys.stderr,
-        )
-        return 1
     except (DatabaseProblem, SettingProblem, PortProblem, SQLAlchemyError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

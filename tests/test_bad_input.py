@@ -109,11 +109,17 @@ def test_migrating_a_database_stamped_with_an_unknown_revision(project, runner, 
     assert (project / "blog.db").read_bytes() == before
 
 
-def test_database_whose_driver_is_not_installed(project, runner):
+@pytest.mark.parametrize("command", [["run.py"], ["-m", "alembic", "current"]])
+def test_database_whose_driver_is_not_installed(project, runner, command):
     env = {"BLOG_DATABASE_URL": "mssql+pymssql://someone:s3cret@127.0.0.1/blog"}
-    result = runner(project / "run.py", env=env)
+    if command == ["run.py"]:
+        result = runner(project / "run.py", env=env)
+    else:
+        result = alembic(runner, project, "current", env=env)
     assert_one_line_error(
         result,
-        "No module named 'pymssql'; the drivers for database "
-        "servers are in requirements-servers.txt",
+        "mssql+pymssql://someone:***@127.0.0.1/blog needs the Python module pymssql, which "
+        "is not installed; the drivers for database servers are in requirements-servers.txt "
+        "(pip install -r requirements-servers.txt)",
     )
+    assert "s3cret" not in result.stderr

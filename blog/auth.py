@@ -76,11 +76,13 @@ def account_rules() -> dict:
 
 @bp.before_app_request
 def load_logged_in_user() -> None:
+    if request.method not in SAFE_METHODS:
+        # A read, even in a request that writes: on SQLite the view takes the
+        # write lock (BEGIN IMMEDIATE) only when it is ready to write, once.
+        get_db().connection(execution_options={"begin": "DEFERRED"})
     g.user = logged_in_user()
     if request.method not in SAFE_METHODS:
-        # On SQLite this read began with the write lock: let it go, so that a
-        # view takes the lock again only when it is ready to write.
-        get_db().commit()
+        get_db().commit()  # ends the read; the view's writes begin anew
 
 
 def account_errors(username: str, password: str) -> list[str]:

@@ -83,6 +83,10 @@ def pytest_generate_tests(metafunc):
         backends = ["sqlite"] if sqlite_only else ["sqlite", *servers]
         if only_on := metafunc.definition.get_closest_marker("only_on"):
             backends = [backend for backend in backends if backend in only_on.args]
+            if not backends:
+                needs = " or ".join(SERVER_URL_VARIABLES[name] for name in only_on.args)
+                reason = f"a test of {' and '.join(only_on.args)} alone: set {needs}"
+                backends = [pytest.param(None, marks=pytest.mark.skip(reason=reason))]
         metafunc.parametrize("backend", backends)
 
 

@@ -4,7 +4,7 @@ from contextlib import closing
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, event, func, select, text
 
 from blog.db import get_db
 from blog.maintenance import init_db, migration_scripts
@@ -117,3 +117,19 @@ def test_text_the_database_cannot_store_is_a_400_not_busy(app, auth):
     assert "Retry-After" not in response.headers
     page = response.get_data(as_text=True)
     assert "cannot store" in page and "busy" not in page
+
+
+@pytest.mark.sqlite_only
+def test_a_new_post_takes_the_write_lock_once(app, auth):
+    auth.login()
+    begins = []
+
+    def note_begin(connection, cursor, statement, *args):
+        if statement.startswith("BEGIN"):
+            begins.append(statement)
+
+    event.listen(app.extensions["db_engine"], "before_cursor_execute", note_begin)
+    response = auth.post("/create", {"title": "One lock", "body": "One transaction."})
+    assert response.status_code == 302
+    # Finding who is logged in reads; only the INSERT takes the write lock.
+    assert begins.count("BEGIN IMMEDIATE") == 1, begins

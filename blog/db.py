@@ -68,7 +68,7 @@ class DatabaseFile:
     def identity(self) -> tuple[int, int] | None:
         try:
             status = self.path.stat()
-        except FileNotFoundError:
+        except OSError:  # gone, or its folder is (the commands say which)
             return None
         return status.st_dev, status.st_ino
 

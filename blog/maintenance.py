@@ -131,7 +131,9 @@ def refuse_a_damaged_database(engine: Engine) -> None:
     """Serve only a whole SQLite file: quick_check reads all of it, so this runs
     once before serving, not in every worker."""
     path = sqlite_path(engine.url)
-    problem = damage(path) if path and path.exists() else None
+    if path:
+        refuse_a_missing_database(engine.url)  # and a FIFO, on which SQLite would hang
+    problem = damage(path) if path else None
     if path and problem:
         good = newest_good_backup(path, but=path)
         raise DatabaseProblem(

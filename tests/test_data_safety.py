@@ -303,7 +303,8 @@ def test_a_path_that_is_not_a_regular_file(project, runner, tmp_path, make, comm
     env = {"BLOG_DATABASE_URL": f"sqlite:///{odd}"}
     assert runner(project / "run.py", "init").returncode == 0  # a backup to restore
     (project / "blog.db").rename(project / "blog.db.bak")
-    result = runner(project / "run.py", *command, env=env, cwd=project, timeout=20)
+    # Long enough for a loaded machine, short enough to catch SQLite hanging on a FIFO.
+    result = runner(project / "run.py", *command, env=env, cwd=project, timeout=60)
     assert result.returncode == 1
     assert result.stderr == f"error: {odd} is not a regular file, so it cannot be a database\n"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("odd")) == ["odd"]

@@ -207,7 +207,7 @@ def test_a_migration_killed_anywhere_on_mariadb_is_finished_by_running_it_again(
             while migration.poll() is None and not watcher.scalar(
                 text(
                     "SELECT count(*) FROM information_schema.PROCESSLIST"
-                    " WHERE INFO LIKE :statement AND ID <> CONNECTION_ID()"
+                    " WHERE INFO LIKE :statement AND ID <> CONNECTION_ID() AND DB = DATABASE()"
                 ),
                 {"statement": f"%{statement}%"},
             ):
@@ -246,7 +246,10 @@ def test_a_migration_killed_while_it_builds_an_index_is_finished_by_running_it_a
         )
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watcher:
             while not watcher.scalar(
-                text("SELECT count(*) FROM pg_stat_activity WHERE query LIKE :building"),
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE query LIKE :building AND datname = current_database()"
+                ),
                 {"building": f"CREATE %INDEX CONCURRENTLY %{index} %"},
             ):
                 assert migration.poll() is None, "the migration ended before it built the index"

@@ -4,7 +4,8 @@
     python run.py --debug         serve it with Flask's debugger and reloader instead
     python run.py init            create the database (backing up an existing one)
     python run.py restore FILE    put a backup back (backing up the database first)
-    python run.py copy FROM TO    copy users and posts between two database URLs
+    python run.py copy FROM TO    copy users and posts between two database URLs,
+                                  checked first and verified after (--dry-run: check)
     python run.py check           compare the database's tables with the models
 
 The database is alembic.ini's sqlalchemy.url, or BLOG_DATABASE_URL when set.
@@ -23,9 +24,9 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from werkzeug.serving import WSGIRequestHandler
 
 from blog import SettingProblem, create_app
+from blog.copying import copy_database
 from blog.maintenance import (
     check_database,
-    copy_database,
     init_db,
     integrity_problems,
     migration_scripts,
@@ -157,15 +158,18 @@ def ways(count: int) -> str:
     return f"{count} way" + ("" if count == 1 else "s")
 
 
-def copy(app, source_url: str, target_url: str) -> None:
+def copy(app, source_url: str, target_url: str, dry_run: bool) -> None:
     source, target = create_engine(source_url), create_engine(target_url)
-    copy_database(
+    copied = copy_database(
         source,
         target,
         migration_scripts(app),
         progress=lambda line: print(line, file=sys.stderr, flush=True),
+        dry_run=dry_run,
     )
-    print(f"Copied every user and post from {shown(source.url)} to {shown(target.url)}")
+    print(
+        copied or f"Every user and post of {shown(source.url)} can be copied to {shown(target.url)}"
+    )
 
 
 def at_least_one(text: str) -> int:
@@ -216,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     copy_parser.add_argument("source", metavar="FROM", help="database URL to copy from")
     copy_parser.add_argument("target", metavar="TO", help="database URL to copy into")
+    copy_parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="only check that every value can be stored in TO; write nothing",
+    )
     commands.add_parser(
         "check", help="compare the database's tables with the models; exit 1 naming each difference"
     )
@@ -229,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "restore":
             restore(app, args.backup)
         elif args.command == "copy":
-            copy(app, args.source, args.target)
+            copy(app, args.source, args.target, args.dry_run)
         elif args.command == "check":
             return check(app)
         else:

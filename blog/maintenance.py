@@ -1,15 +1,14 @@
-"""Operations on the whole database: create, back up, restore, check and copy it."""
+"""Operations on the whole database: create, back up, restore and check it."""
 
 import contextlib
 import sqlite3
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Connection, Engine, MetaData, func, inspect, select, text
+from sqlalchemy import Column, Connection, Engine, MetaData, inspect, text
 
 from database_safety import (
     DISPOSABLE_TABLES,
@@ -354,62 +353,3 @@ def describe_difference(kind: str, *details) -> str:
         f"column {table}.{column}: {what} is {in_database} in the database, "
         f"{in_models} in the models"
     )
-
-
-def copy_database(
-    source: Engine,
-    target: Engine,
-    scripts: ScriptDirectory,
-    progress: Callable[[str], None],
-    batch_size: int = 1000,
-) -> None:
-    """Copy every user and post to another database, keeping their ids.
-
-    The target gets the current schema if it has no tables; otherwise it must
-    be at the latest revision and hold no users or posts. Rows go over in
-    batches of batch_size, all in one transaction on the target, so a failed
-    copy leaves nothing half-done there.
-    """
-    check_database(source, scripts)
-    target_path = sqlite_path(target.url)
-    # (Inspecting a missing SQLite file would create it, and init would back it up.)
-    if (target_path and not target_path.exists()) or not inspect(target).get_table_names():
-        init_db(target, scripts)
-    check_database(target, scripts)
-    with source.connect() as reader, target.begin() as writer:
-        # Users before the posts that name them. Sessions and failed logins
-        # belong to the database they were made on: they stay behind.
-        for table in (Base.metadata.tables["user"], Base.metadata.tables["post"]):
-            # The models' columns that hold values: a source may have others.
-            columns = [
-                table.c[name] for name in value_columns(reader, table.name) if name in table.c
-            ]
-            if writer.scalar(select(func.count()).select_from(table)):
-                raise DatabaseProblem(
-                    f"the target already has rows in {table.name}; copy into an empty database"
-                )
-            total = reader.scalar(select(func.count()).select_from(table))
-            copied, last_id = 0, 0
-            while (
-                rows := reader.execute(
-                    select(*columns)
-                    .where(table.c.id > last_id)
-                    .order_by(table.c.id)
-                    .limit(batch_size)
-                )
-                .mappings()
-                .all()
-            ):
-                writer.execute(table.insert(), [dict(row) for row in rows])
-                copied, last_id = copied + len(rows), rows[-1]["id"]
-                progress(f"{table.name}: copied {copied:,} of {total:,}")
-            if writer.dialect.name == "postgresql":
-                # Explicit ids do not move PostgreSQL's sequence; new rows would collide.
-                name = writer.dialect.identifier_preparer.format_table(table)
-                writer.execute(
-                    text(
-                        f"SELECT setval(pg_get_serial_sequence(:name, 'id'), "
-                        f"coalesce(max(id), 0) + 1, false) FROM {name}"
-                    ),
-                    {"name": name},
-                )

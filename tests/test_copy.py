@@ -1,14 +1,18 @@
 """python run.py copy: moving a blog's users and posts to another database."""
 
+import sqlite3
+from contextlib import closing
 from datetime import datetime
 
 import pytest
-from sqlalchemy import create_engine, insert, select
+from sqlalchemy import create_engine, insert, inspect, select, update
 
 from blog import create_app
+from blog.copying import verify
 from blog.db import get_db
 from blog.maintenance import init_db, migration_scripts
 from blog.models import Post, User
+from database_safety import DatabaseProblem
 
 from .conftest import PASSWORD_HASH
 from .snapshot import rows
@@ -72,7 +76,10 @@ def test_copy_keeps_every_row_and_id(project, runner, source_url, database_url, 
         "post: copied 2,000 of 2,500",
         "post: copied 2,500 of 2,500",
     ]
-    assert "Copied every user and post from" in result.stdout
+    assert result.stdout == (
+        f"Copied 3 users and 2,500 posts from {source_url} to {database_url}, and verified them:"
+        " the same row count and checksum in each table\n"
+    )
     assert blog_rows(database_url) == blog_rows(source_url)
     assert not list(tmp_path.glob("*.bak*"))  # a new target needs no backup
 
@@ -144,5 +151,118 @@ def test_copy_never_prints_a_password_when_it_works(project, runner, source_url,
         pytest.skip("only PostgreSQL's driver takes ?password= beside trust authentication")
     result = runner(project / "run.py", "copy", source_url, database_url + "?password=hunter2")
     assert result.returncode == 0, result.stderr
-    assert f"to {database_url}\n" in result.stdout
+    assert f"to {database_url}, and verified them" in result.stdout
     assert "hunter2" not in result.stdout + result.stderr
+
+
+# Rows an old blog.db can hold, SQLite enforcing neither lengths nor types, and
+# foreign keys only when asked; written the way any SQLite client could.
+UNSTORABLE_ROWS = [
+    "INSERT INTO user (id, username, password_hash, created) VALUES"
+    " (7, 'Émile', 'x', '2021-01-01 00:00:00.000000'),"
+    " (8, 'émile', 'x', '2021-01-01 00:00:00.000000'),"
+    " (2147483648, 'far', 'x', '2021-01-01 00:00:00.000000')",
+    "INSERT INTO post (id, title, body, created) VALUES"
+    f" (9001, '{'x' * 300}', 'b', '2022-01-01 00:00:00.000000'),"
+    " (9002, 'NUL', 'a' || char(0) || 'b', '2022-01-01 00:00:00.000000'),"
+    " (9003, CAST(X'48656C6CFF6F' AS TEXT), 'b', '2022-01-01 00:00:00.000000'),"
+    " (9004, 'Far ahead', 'b', '12345-01-01 00:00:00'),"
+    f" (9005, 'Long', '{'é' * 35_000}', '2022-01-01 00:00:00.000000')",
+    "INSERT INTO post (id, title, body, created, author_id) VALUES"
+    " (9006, 'Orphan', 'b', '2022-01-01 00:00:00.000000', 99)",
+]
+
+# What each target cannot store of them.
+REFUSED = {
+    "user 8 username: 'émile' differs only in case from user 7's 'Émile'": {"postgresql", "mysql"},
+    "user 2147483648 id: 2,147,483,648 is beyond {name}'s INTEGER"
+    " (-2,147,483,648 to 2,147,483,647)": {"postgresql", "mysql"},
+    "post 9001 title: 300 characters long; the limit is 200": {"postgresql", "mysql"},
+    "post 9002 body: holds a NUL character, which PostgreSQL cannot store in text": {"postgresql"},
+    "post 9003 title: not valid UTF-8 (byte 0xff at byte 4)": {"sqlite", "postgresql", "mysql"},
+    "post 9004 created: '12345-01-01 00:00:00' is not a date and time of years 1 to 9999": {
+        "sqlite",
+        "postgresql",
+        "mysql",
+    },
+    "post 9005 body: 70,000 bytes in UTF-8; MariaDB's TEXT holds 65,535": {"mysql"},
+    "post 9006 author_id: names user 99, which does not exist": {"sqlite", "postgresql", "mysql"},
+}
+NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mysql": "MariaDB"}
+
+
+def write_unstorable_rows(url):
+    with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as connection, connection:
+        for statement in UNSTORABLE_ROWS:
+            connection.execute(statement)
+
+
+def untouched(database_url):
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return inspect(connection).get_table_names() == []
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_copy_lists_every_value_the_target_cannot_store(
+    project, runner, source_url, database_url, backend, tmp_path, dry_run
+):
+    write_unstorable_rows(source_url)
+
+    result = runner(project / "run.py", "copy", *dry_run, source_url, database_url)
+
+    name = NAMES[backend]
+    refused = [line.format(name=name) for line, where in REFUSED.items() if backend in where]
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: {len(refused)} values in {source_url} cannot be stored in {name}; nothing was"
+        " copied. Correct them in the source, then copy again:",
+        *(f"  {line}" for line in refused),
+    ]
+    assert result.stdout == ""
+    if backend == "sqlite":
+        assert not (tmp_path / "blog.db").exists()
+    else:
+        assert untouched(database_url)
+
+
+def test_a_dry_run_checks_and_writes_nothing(project, runner, source_url, database_url, tmp_path):
+    result = runner(project / "run.py", "copy", "--dry-run", source_url, database_url)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"Every user and post of {source_url} can be copied to {database_url}\n"
+    assert result.stderr == ""
+    if database_url.startswith("sqlite"):
+        assert not (tmp_path / "blog.db").exists()
+    else:
+        assert untouched(database_url)
+
+
+def test_times_are_verified_to_the_precision_the_target_keeps(
+    project, runner, source_url, database_url
+):
+    # A post written by the blog has microseconds; MariaDB's DATETIME keeps seconds.
+    engine = create_engine(source_url)
+    with engine.begin() as connection:
+        connection.execute(update(Post).values(created=datetime(2022, 1, 1, 0, 0, 0, 999_999)))
+    engine.dispose()
+
+    result = runner(project / "run.py", "copy", source_url, database_url)
+
+    assert result.returncode == 0, result.stderr
+    assert "and verified them" in result.stdout
+
+
+def test_verification_finds_a_target_that_differs(project, runner, source_url, database_url):
+    assert runner(project / "run.py", "copy", source_url, database_url).returncode == 0
+    source, target = create_engine(source_url), create_engine(database_url)
+    with target.begin() as connection:
+        connection.execute(update(Post).where(Post.id == 4).values(title="Changed"))
+
+    with pytest.raises(DatabaseProblem, match=r"^the copy of post differs from the source: "):
+        verify(source, target, batch_size=1000)
+    source.dispose()
+    target.dispose()

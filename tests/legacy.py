@@ -1,5 +1,7 @@
 """The blog as it was before migrations: one model, its table made by create_all."""
 
+from datetime import datetime
+
 from sqlalchemy import Column, DateTime, Engine, Integer, MetaData, String, Table, Text, text
 
 legacy_metadata = MetaData()
@@ -12,6 +14,18 @@ legacy_post = Table(
     Column("body", Text, nullable=False),
     Column("created", DateTime, nullable=False),
 )
+
+
+# The three posts the README's lesson starts from.
+LESSON_POSTS = [
+    {"title": "Hello, world", "body": "The first post.", "created": datetime(2024, 3, 1, 9)},
+    {"title": "On SQLite", "body": "One file holds it all.", "created": datetime(2024, 3, 2, 9)},
+    {
+        "title": "Still here",
+        "body": "Posts outlive schema changes.",
+        "created": datetime(2024, 3, 3, 9),
+    },
+]
 
 
 def make_legacy_database(engine: Engine, posts: list[dict]) -> None:
@@ -41,7 +55,6 @@ if __name__ == "__main__":
     # python -m tests.legacy [PATH]: the blog.db you would have had before
     # migrations, with a few posts, for following the README's lesson.
     import sys
-    from datetime import datetime
     from pathlib import Path
 
     from sqlalchemy import create_engine
@@ -49,24 +62,5 @@ if __name__ == "__main__":
     path = Path(sys.argv[1] if len(sys.argv) > 1 else "blog.db").resolve()
     if path.exists():
         sys.exit(f"error: {path} exists; move it away first")
-    make_legacy_database(
-        create_engine(f"sqlite:///{path}"),
-        [
-            {
-                "title": "Hello, world",
-                "body": "The first post.",
-                "created": datetime(2024, 3, 1, 9),
-            },
-            {
-                "title": "On SQLite",
-                "body": "One file holds it all.",
-                "created": datetime(2024, 3, 2, 9),
-            },
-            {
-                "title": "Still here",
-                "body": "Posts outlive schema changes.",
-                "created": datetime(2024, 3, 3, 9),
-            },
-        ],
-    )
+    make_legacy_database(create_engine(f"sqlite:///{path}"), LESSON_POSTS)
     print(f"Created {path} as the blog made it before migrations, with 3 posts")

@@ -6,9 +6,11 @@ Needs wrk (Debian: `apt-get install wrk`). Builds a blog.db of 10,000 posts
 by 10 users, serves it as `python run.py` does, and measures, with wrk's
 keep-alive clients:
 
-- `/`, `/post/<id>` and `/users/<name>` at 1, 4 and 16 clients;
+- `/`, `/post/<id>` and `/users/<name>` at 1, 4, 16 and 64 clients, and `/`
+  logged in;
 - the same index served by tests/flaskr_baseline.py (a Flask view on raw
-  sqlite3, as flaskr does it) under the same granian, in the same rounds;
+  sqlite3, as flaskr does it) and its bytes by tests/static_baseline.py (a
+  WSGI app that only returns them), under the same granian, in the same rounds;
 - readers of `/` beside 2 writers posting as fast as they can;
 - readers while another process holds a large write transaction on blog.db;
 - readers beside 4 users logging in over and over.
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from werkzeug.security import generate_password_hash
@@ -41,7 +44,7 @@ from .webclient import Browser
 POSTS = 10_000
 USERS = 10
 PASSWORD = "load password"
-CLIENTS = (1, 4, 16)
+CLIENTS = (1, 4, 16, 64)
 BUSY_CLIENTS = 4  # readers in the scenarios with writers, a write lock, logins
 
 # wrk prints its own summary; this adds one line of JSON that is easy to read back.
@@ -59,8 +62,9 @@ end
 
 TARGETS = [
     # (what, how it is worked out, at least or at most, the target)
-    ("index req/s, blog / baseline, 1 client", ">=", 1.0),
-    ("index req/s, blog / baseline, 16 clients", ">=", 1.0),
+    *((f"index req/s, blog / baseline, {clients} clients", ">=", 1.0) for clients in CLIENTS),
+    *((f"index req/s, blog / static page, {clients} clients", ">=", 0.5) for clients in CLIENTS),
+    ("index req/s logged in, blog / baseline, 16 clients", ">=", 0.8),
     ("index p99 at 16 clients / queueing ideal (16 / req/s)", "<=", 3.0),
     ("readers beside 2 writers / readers alone", ">=", 0.7),
     ("readers during a long write: failed requests", "<=", 0),
@@ -90,9 +94,11 @@ def build_database(path: Path) -> None:
         )
 
 
-def wrk(url: str, clients: int, seconds: int, report: Path) -> dict:
+def wrk(url: str, clients: int, seconds: int, report: Path, cookie: str | None = None) -> dict:
+    headers = ["-H", f"Cookie: {cookie}"] if cookie else []
     result = subprocess.run(
-        ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--timeout", "10s", "-s", report, url],
+        ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--timeout", "10s", "-s", str(report)]
+        + [*headers, url],
         capture_output=True,
         text=True,
         check=True,
@@ -217,15 +223,33 @@ def measure(database: Path, seconds: int, repeat: int, work: Path) -> dict:
             [sys.executable, "-m", "tests.flaskr_baseline"], work / "baseline.log", env, PROJECT
         ) as baseline,
     ):
+        (work / "index.html").write_bytes(urllib.request.urlopen(blog + "/").read())
+        static_env = {"STATIC_PAGE": str(work / "index.html")}
+        static_command = [sys.executable, "-m", "tests.static_baseline"]
+        logged_in = Browser(blog)
+        logged_in.open_form("/auth/login")
+        assert (
+            logged_in.request("/auth/login", {"username": "user1", "password": PASSWORD})[0] == 302
+        )
+        cookie = "; ".join(f"{c.name}={c.value}" for c in logged_in.cookies)
         rounds = []
-        for round_ in range(repeat):
-            print(f"pages, round {round_ + 1} of {repeat}...", file=sys.stderr, flush=True)
-            figures = {}
-            for clients in CLIENTS:
-                for name, path in pages.items():
-                    figures[f"blog {name}, {clients}"] = wrk(blog + path, clients, seconds, report)
-                figures[f"baseline /, {clients}"] = wrk(baseline + "/", clients, seconds, report)
-            rounds.append(figures)
+        with serving(static_command, work / "static.log", static_env, PROJECT) as static:
+            for round_ in range(repeat):
+                print(f"pages, round {round_ + 1} of {repeat}...", file=sys.stderr, flush=True)
+                figures = {}
+                for clients in CLIENTS:
+                    for name, path in pages.items():
+                        figures[f"blog {name}, {clients}"] = wrk(
+                            blog + path, clients, seconds, report
+                        )
+                    figures[f"blog / logged in, {clients}"] = wrk(
+                        blog + "/", clients, seconds, report, cookie
+                    )
+                    figures[f"baseline /, {clients}"] = wrk(
+                        baseline + "/", clients, seconds, report
+                    )
+                    figures[f"static /, {clients}"] = wrk(static + "/", clients, seconds, report)
+                rounds.append(figures)
         results["pages"] = {
             key: median_of([figures[key] for figures in rounds]) for key in rounds[0]
         }
@@ -250,9 +274,19 @@ def ratios(results: dict) -> dict:
     index16 = pages["blog /, 16"]
     readers = [figures for name, figures in busy.items() if name.startswith("readers")]
     return {
-        "index req/s, blog / baseline, 1 client": pages["blog /, 1"]["req/s"]
-        / pages["baseline /, 1"]["req/s"],
-        "index req/s, blog / baseline, 16 clients": index16["req/s"]
+        **{
+            f"index req/s, blog / baseline, {clients} clients": pages[f"blog /, {clients}"]["req/s"]
+            / pages[f"baseline /, {clients}"]["req/s"]
+            for clients in CLIENTS
+        },
+        **{
+            f"index req/s, blog / static page, {clients} clients": pages[f"blog /, {clients}"][
+                "req/s"
+            ]
+            / pages[f"static /, {clients}"]["req/s"]
+            for clients in CLIENTS
+        },
+        "index req/s logged in, blog / baseline, 16 clients": pages["blog / logged in, 16"]["req/s"]
         / pages["baseline /, 16"]["req/s"],
         "index p99 at 16 clients / queueing ideal (16 / req/s)": index16["p99 ms"]
         / (16 / index16["req/s"] * 1000),
@@ -274,17 +308,17 @@ def ratios(results: dict) -> dict:
 
 
 def print_tables(results: dict, found: dict) -> None:
-    print("| page | clients | blog req/s | p50 ms | p99 ms | baseline req/s | baseline p99 ms |")
+    print("| page | clients | blog req/s | p50 ms | p99 ms | baseline req/s | static req/s |")
     print("|---|---|---|---|---|---|---|")
     pages = results["pages"]
     for clients in CLIENTS:
-        for name in ("/", "/post/<id>", "/users/<name>"):
+        for name in ("/", "/ logged in", "/post/<id>", "/users/<name>"):
             blog = pages[f"blog {name}, {clients}"]
-            base = pages[f"baseline /, {clients}"] if name == "/" else None
+            base, static = (pages[f"{other} /, {clients}"] for other in ("baseline", "static"))
             print(
                 f"| `{name}` | {clients} | {blog['req/s']:,.0f} | {blog['p50 ms']:.1f} | "
                 f"{blog['p99 ms']:.1f} | "
-                + (f"{base['req/s']:,.0f} | {base['p99 ms']:.1f} |" if base else "| |")
+                + (f"{base['req/s']:,.0f} | {static['req/s']:,.0f} |" if name == "/" else "| |")
             )
     print(f"\n| `/` at {BUSY_CLIENTS} clients | req/s | p99 ms | max ms | failed |")
     print("|---|---|---|---|---|")

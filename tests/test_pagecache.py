@@ -1,0 +1,116 @@
+"""The cache of anonymous readers' pages: never older than the last commit of any
+process, never a logged-in page or a message meant for one reader."""
+
+import sqlite3
+from contextlib import closing
+
+import pytest
+from sqlalchemy import event
+
+from .conftest import flashes, shows_logged_in
+from .webclient import Browser
+
+pytestmark = pytest.mark.sqlite_only  # nothing is cached on a database server
+
+
+@pytest.fixture
+def statements(app):
+    """The SQL statements the blog runs, as it runs them."""
+    seen: list[str] = []
+    event.listen(
+        app.extensions["db_engine"],
+        "before_cursor_execute",
+        lambda conn, cursor, statement, *args: seen.append(statement),
+    )
+    return seen
+
+
+def commit_elsewhere(database_url: str, statement: str) -> None:
+    """A commit by another program, as `alembic` or a second worker makes one."""
+    with closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as other, other:
+        other.execute(statement)
+
+
+RETITLE = "UPDATE post SET title = 'Retitled elsewhere' WHERE id = {}"
+
+
+@pytest.mark.parametrize(
+    ("path", "statement", "then_shown"),
+    [
+        ("/", RETITLE.format(2), "Retitled elsewhere"),
+        ("/?after=2", RETITLE.format(1), "Retitled elsewhere"),
+        ("/post/2", RETITLE.format(2), "Retitled elsewhere"),
+        ("/users/test", RETITLE.format(2), "Retitled elsewhere"),
+        (
+            "/users",
+            "INSERT INTO user (username, password_hash, created)"
+            " VALUES ('newcomer', 'x', '2022-01-01 00:00:00.000000')",
+            "newcomer",
+        ),
+    ],
+)
+def test_an_anonymous_page_is_made_once_until_anything_commits(
+    client, statements, database_url, path, statement, then_shown
+):
+    first = client.get(path).get_data(as_text=True)
+    made = len(statements)
+    assert made, "the first request reads the database"
+
+    assert client.get(path).get_data(as_text=True) == first
+    assert len(statements) == made  # the same page, without a query
+
+    commit_elsewhere(database_url, statement)
+    assert then_shown in client.get(path).get_data(as_text=True)
+
+
+def test_a_post_is_on_the_index_at_once(client, auth):
+    assert "A new post" not in client.get("/").get_data(as_text=True)
+    reader = client.application.test_client()
+    assert "A new post" not in reader.get("/").get_data(as_text=True)
+
+    auth.login()
+    auth.post("/create", {"title": "A new post", "body": "Fresh."})
+
+    assert "A new post" in reader.get("/").get_data(as_text=True)
+
+
+def test_a_logged_in_page_is_never_shown_to_anyone_else(client, auth):
+    reader = client.application.test_client()
+    assert not shows_logged_in(reader.get("/").get_data(as_text=True), "test")
+
+    auth.login()
+    assert shows_logged_in(client.get("/").get_data(as_text=True), "test")
+
+    assert not shows_logged_in(reader.get("/").get_data(as_text=True), "test")
+    assert shows_logged_in(client.get("/").get_data(as_text=True), "test")
+
+
+def test_a_message_for_one_reader_is_shown_once_and_to_them_alone(client, auth):
+    reader = client.application.test_client()
+    reader.get("/")  # the anonymous index, cached
+    auth.login()
+    auth.logout()  # "You are logged out.", on the next page only
+
+    page = client.get("/").get_data(as_text=True)
+    assert flashes(page, "status")
+    assert not flashes(client.get("/").get_data(as_text=True), "status")
+    assert not flashes(reader.get("/").get_data(as_text=True), "status")
+
+
+def test_a_write_in_one_process_is_seen_by_the_next_read_in_another(served_blog, project):
+    # Two workers, each with its cache: both have shown the index before.
+    reader = Browser(served_blog)
+    for _ in range(20):
+        assert "Still there" not in reader.request("/")[2]
+
+    writer = Browser(served_blog)
+    writer.sign_up("scribe")
+    status, _, _ = writer.request("/create", {"title": "Still there", "body": "Seen at once."})
+    assert status == 302
+    for _ in range(20):
+        assert "Still there" in reader.request("/")[2]
+
+    commit_elsewhere(f"sqlite:///{project / 'blog.db'}", "UPDATE post SET title = 'Retitled'")
+    for _ in range(20):
+        page = reader.request("/")[2]
+        assert "Retitled" in page and "Still there" not in page

@@ -62,8 +62,14 @@ end
 
 TARGETS = [
     # (what, how it is worked out, at least or at most, the target)
-    *((f"index req/s, blog / baseline, {clients} clients", ">=", 1.0) for clients in CLIENTS),
-    *((f"index req/s, blog / static page, {clients} clients", ">=", 0.5) for clients in CLIENTS),
+    *(
+        (f"index req/s, blog / baseline, {clients} client{'s' * (clients != 1)}", ">=", 1.0)
+        for clients in CLIENTS
+    ),
+    *(
+        (f"index req/s, blog / static page, {clients} client{'s' * (clients != 1)}", ">=", 0.5)
+        for clients in CLIENTS
+    ),
     ("index req/s logged in, blog / baseline, 16 clients", ">=", 0.8),
     ("index p99 at 16 clients / queueing ideal (16 / req/s)", "<=", 3.0),
     ("readers beside 2 writers / readers alone", ">=", 0.7),
@@ -275,14 +281,16 @@ def ratios(results: dict) -> dict:
     readers = [figures for name, figures in busy.items() if name.startswith("readers")]
     return {
         **{
-            f"index req/s, blog / baseline, {clients} clients": pages[f"blog /, {clients}"]["req/s"]
+            f"index req/s, blog / baseline, {clients} client{'s' * (clients != 1)}": pages[
+                f"blog /, {clients}"
+            ]["req/s"]
             / pages[f"baseline /, {clients}"]["req/s"]
             for clients in CLIENTS
         },
         **{
-            f"index req/s, blog / static page, {clients} clients": pages[f"blog /, {clients}"][
-                "req/s"
-            ]
+            f"index req/s, blog / static page, {clients} client{'s' * (clients != 1)}": pages[
+                f"blog /, {clients}"
+            ]["req/s"]
             / pages[f"static /, {clients}"]["req/s"]
             for clients in CLIENTS
         },

@@ -10,6 +10,7 @@ from zxcvbn import zxcvbn
 
 from .csrf import SAFE_METHODS
 from .db import get_db
+from .forms import refused
 from .models import USERNAME_MAX_LENGTH, User
 from .sessions import end_other_sessions, end_session, logged_in_user, start_session
 from .throttle import (
@@ -85,11 +86,6 @@ def load_logged_in_user() -> None:
         get_db().commit()  # ends the read; the view's writes begin anew
 
 
-def account_errors(username: str, password: str) -> list[str]:
-    """Everything wrong with a new account's name and password, to show at once."""
-    return username_errors(username) + password_errors(username, password)
-
-
 def username_errors(username: str) -> list[str]:
     errors = []
     if not USERNAME_MIN_LENGTH <= len(username) <= USERNAME_MAX_LENGTH:
@@ -122,12 +118,17 @@ def register():
         return render_template("auth/register.html", username="")
     username = request.form.get("username", "")
     password = request.form.get("password", "")
-    errors = account_errors(username, password)
-    if errors:
-        for error in errors:
-            flash(error, "error")
+    # Everything wrong with the name and the password, shown at once.
+    errors = {
+        "username": username_errors(username),
+        "password": password_errors(username, password),
+    }
+    if any(errors.values()):
         # The form comes back with the name as typed; a password never does.
-        return render_template("auth/register.html", username=username), 400
+        page = render_template(
+            "auth/register.html", username=username, field_errors=refused(errors)
+        )
+        return page, 400
     # Each account costs a slow hash: as many from one address as failed logins.
     record_attempt(None)
     db = get_db()
@@ -149,8 +150,8 @@ def register():
 
 
 def name_taken(username: str):
-    flash(f"Username {username} is already taken.", "error")
-    return render_template("auth/register.html", username=username), 409
+    errors = refused({"username": [f"Username {username} is already taken."]})
+    return render_template("auth/register.html", username=username, field_errors=errors), 409
 
 
 @bp.route("/login", methods=("GET", "POST"))
@@ -205,14 +206,13 @@ def change_password():
     new = request.form.get("new_password", "")
     errors = password_errors(user.username, new)
     if errors:
-        for error in errors:
-            flash(error, "error")
-        return render_template("auth/password.html"), 400
+        page = render_template("auth/password.html", field_errors=refused({"new_password": errors}))
+        return page, 400
     key = user.username.lower()
     attempt = record_attempt(throttle_key(key))  # guessing here is throttled too
     if not check_password_hash(user.password_hash, current):
-        flash("The current password is not right.", "error")
-        return render_template("auth/password.html"), 401
+        errors = refused({"current_password": ["The current password is not right."]})
+        return render_template("auth/password.html", field_errors=errors), 401
     db = get_db()
     user.password_hash = generate_password_hash(new)
     clear_failures(key, attempt)

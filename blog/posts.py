@@ -17,6 +17,7 @@ from sqlalchemy.orm import joinedload
 
 from .auth import USER_NAMED_IN_ANY_CASE, USERNAME_PATTERN, login_required
 from .db import get_db
+from .forms import FieldErrors, refused
 from .models import BODY_MAX_BYTES, MAX_ID, TITLE_MAX_LENGTH, USERNAME_MAX_LENGTH, Post, User
 
 bp = Blueprint("posts", __name__)
@@ -143,21 +144,21 @@ def get_post(id: int, check_author: bool = True) -> Post:
     return post
 
 
-def post_form_errors(title: str, body: str) -> list[str]:
+def post_form_errors(title: str, body: str) -> FieldErrors:
     """Everything wrong with a post's title and body, to show at once."""
-    errors = []
-    for field, text in (("Title", title), ("Body", body)):
+    errors: FieldErrors = {"title": [], "body": []}
+    for field, text in (("title", title), ("body", body)):
         if "\x00" in text:
             # PostgreSQL cannot store it; refused on every database alike.
-            errors.append(f"{field} must not contain a NUL character.")
+            errors[field].append(f"{field.capitalize()} must not contain a NUL character.")
     if not title.strip():
-        errors.append("Title is required.")
+        errors["title"].append("Title is required.")
     elif len(title) > TITLE_MAX_LENGTH:
-        errors.append(f"Title must be at most {TITLE_MAX_LENGTH} characters long.")
+        errors["title"].append(f"Title must be at most {TITLE_MAX_LENGTH} characters long.")
     if not body.strip():
-        errors.append("Body is required.")
+        errors["body"].append("Body is required.")
     elif len(body.encode()) > BODY_MAX_BYTES:
-        errors.append(
+        errors["body"].append(
             f"Body is too long: keep it to about {BODY_CHARACTERS:,} characters "
             f"({BODY_MAX_BYTES:,} bytes in UTF-8)."
         )
@@ -241,13 +242,10 @@ def user(username: str):
     return render_template("posts/user.html", author=author, **page._asdict())
 
 
-def submitted_post() -> tuple[dict[str, str], list[str]]:
-    """The form's title and body as typed, and what is wrong with them (flashed)."""
+def submitted_post() -> tuple[dict[str, str], dict[str, str]]:
+    """The form's title and body as typed, and what is wrong with each (flashed)."""
     form = {name: request.form.get(name, "") for name in ("title", "body")}
-    errors = post_form_errors(**form)
-    for error in errors:
-        flash(error, "error")
-    return form, errors
+    return form, refused(post_form_errors(**form))
 
 
 @bp.route("/create", methods=("GET", "POST"))
@@ -257,7 +255,7 @@ def create():
         return render_template("posts/create.html", form={"title": "", "body": ""})
     form, errors = submitted_post()
     if errors:
-        return render_template("posts/create.html", form=form), 400
+        return render_template("posts/create.html", form=form, field_errors=errors), 400
     post = Post(**form, author=g.user)
     db = get_db()
     db.add(post)
@@ -275,7 +273,8 @@ def update(id: int):
         return render_template("posts/update.html", post=post, form=form)
     form, errors = submitted_post()
     if errors:
-        return render_template("posts/update.html", post=post, form=form), 400
+        page = render_template("posts/update.html", post=post, form=form, field_errors=errors)
+        return page, 400
     post.title, post.body = form["title"], form["body"]
     get_db().commit()
     flash("Post saved.", "success")

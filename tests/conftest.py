@@ -240,6 +240,19 @@ def field_rules(page: str, name: str) -> dict[str, str]:
     return {rule: attributes[rule] for rule in rules if rule in attributes}
 
 
+def error_beside(page: str, name: str) -> str | None:
+    """The error shown beside a form field, if the field is marked invalid and
+    names it (aria-invalid, aria-describedby), as a screen reader finds it."""
+    attributes = FormFields(page).attributes[name]
+    if attributes.get("aria-invalid") != "true":
+        return None
+    for id in attributes.get("aria-describedby", "").split():
+        found = re.search(rf'<p class="field-error" id="{id}">([^<]*)</p>', page)
+        if found:
+            return html.unescape(found.group(1))
+    return None
+
+
 def count_rows(app, model) -> int:
     """How many rows the model's table holds, as the blog sees them."""
     with app.app_context():

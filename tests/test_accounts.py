@@ -23,6 +23,7 @@ from .conftest import (
     PASSWORD_HASH,
     AuthActions,
     count_rows,
+    error_beside,
     flashes,
     shows_logged_in,
 )
@@ -126,18 +127,26 @@ def test_change_password_ends_other_sessions(app, client, auth):
 
 
 @pytest.mark.parametrize(
-    ("current", "new", "status", "message"),
+    ("current", "new", "status", "field", "message"),
     [
-        ("wrong password", "a brand new secret", 401, "The current password is not right."),
-        (PASSWORD, "test1234", 400, "Password must not contain the username."),
-        (PASSWORD, "short", 400, "Password must be 8 to 200 characters long."),
+        (
+            "wrong password",
+            "a brand new secret",
+            401,
+            "current_password",
+            "The current password is not right.",
+        ),
+        (PASSWORD, "test1234", 400, "new_password", "Password must not contain the username."),
+        (PASSWORD, "short", 400, "new_password", "Password must be 8 to 200 characters long."),
     ],
 )
-def test_change_password_refuses(app, client, auth, current, new, status, message):
+def test_change_password_refuses(app, client, auth, current, new, status, field, message):
     auth.login()
     response = auth.post("/auth/password", {"current_password": current, "new_password": new})
     assert response.status_code == status
-    assert message in flashes(response.get_data(as_text=True), "alert")
+    page = response.get_data(as_text=True)
+    assert message in flashes(page, "alert")
+    assert message in error_beside(page, field)
     auth.logout()
     assert auth.login().status_code == 302  # the old password still works
 

@@ -5,7 +5,7 @@ from sqlalchemy import select
 from blog.db import get_db
 from blog.models import User, UserSession
 
-from .conftest import PASSWORD, count_rows, field_rules, flashes, form_fields
+from .conftest import PASSWORD, count_rows, error_beside, field_rules, flashes, form_fields
 
 
 def test_register(app, client, auth):
@@ -29,6 +29,7 @@ def test_taken_username_gives_the_form_back(app, auth):
     assert response.status_code == 409
     page = response.get_data(as_text=True)
     assert flashes(page, "alert") == ["Username test is already taken."]
+    assert error_beside(page, "username") == "Username test is already taken."
     assert form_fields(page) == {"username": "test", "password": ""}
     assert count_rows(app, User) == count
 
@@ -63,6 +64,13 @@ def test_register_shows_every_error_at_once_and_keeps_the_name(auth):
         "Password must be 8 to 200 characters long.",
         "Password is too easy to guess. A word by itself is easy to guess. Add a word or two.",
     ]
+    assert error_beside(page, "username") == (
+        "Username may contain only letters, digits, '_', '.' and '-'."
+    )
+    assert error_beside(page, "password") == (
+        "Password must be 8 to 200 characters long. Password is too easy to guess."
+        " A word by itself is easy to guess. Add a word or two."
+    )
     # What was typed stays, except the password, which is never sent back.
     assert form_fields(page) == {"username": "no way!", "password": ""}
 

@@ -8,7 +8,7 @@ from sqlalchemy import delete, event, insert, select
 from blog.db import get_db
 from blog.models import Post, User
 
-from .conftest import count_rows, field_rules, flashes, form_fields
+from .conftest import count_rows, error_beside, field_rules, flashes, form_fields
 
 
 def add_posts(app, count, author_id=None):
@@ -268,7 +268,11 @@ def test_post_validation(app, auth, path, title, body, message):
     count = count_rows(app, Post)
     response = auth.post(path, {"title": title, "body": body})
     assert response.status_code == 400
-    assert flashes(response.get_data(as_text=True), "alert") == [message]
+    page = response.get_data(as_text=True)
+    assert flashes(page, "alert") == [message]
+    field = message.split()[0].lower()  # "Title ..." or "Body ..."
+    assert error_beside(page, field) == message
+    assert error_beside(page, {"title": "body", "body": "title"}[field]) is None
     assert count_rows(app, Post) == count
     with app.app_context():
         assert get_db().get(Post, 2).title == "test title"
@@ -354,6 +358,8 @@ def test_post_form_shows_every_error_at_once_and_keeps_what_was_typed(auth, path
         "Title is required.",
         "Body is too long: keep it to about 16,000 characters (65,535 bytes in UTF-8).",
     ]
+    assert error_beside(page, "title") == "Title is required."
+    assert error_beside(page, "body").startswith("Body is too long")
     # The emptied title stays empty: not the saved one back.
     assert form_fields(page) == {"title": "", "body": "é" * 32_768}
 

@@ -476,12 +476,10 @@ def test_a_backup_cut_short_is_never_taken_for_a_backup(project, runner, after):
     assert any(len(titles(backup)) == 200_000 for backup in project.glob("blog.db.bak*"))
 
 
-def post_as_a_writer(base_url):
-    """Sign up, then post until the blog stops acknowledging; its last answer."""
-    browser = Browser(base_url)
-    browser.sign_up("author")
+def post_until_refused(writer):
+    """Post until the blog stops acknowledging; its last answer."""
     for n in range(2000):
-        status, headers, page = browser.request(
+        status, headers, page = writer.request(
             "/create", {"title": f"post {n}", "body": "x" * 4000}
         )
         if status != 302:
@@ -493,8 +491,11 @@ def test_a_full_disk_is_named_not_called_busy(blog_on_small_disk, project):
     db, env = blog_on_small_disk
     command = [sys.executable, project / "run.py", "--port"]
     with serving(command, project / "server.log", env) as base_url:
+        # Signed up while there is room: signing up writes too.
+        writer = Browser(base_url)
+        writer.sign_up("author")
         fill(db.parent, leave=64 * 1024)
-        status, headers, page = post_as_a_writer(base_url)
+        status, headers, page = post_until_refused(writer)
     assert status == 503
     assert "Retry-After" not in headers  # waiting will not make room
     assert "the disk that holds the database is full" in page

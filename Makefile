@@ -46,9 +46,15 @@ $(VENV)/installed: requirements.txt
 	touch $@
 
 # The tests also need the database drivers, the migration test kit, coverage
-# and the browser driver; lint needs ruff and mypy.
+# and the browser driver; lint needs ruff and mypy. The browser tests check
+# every page with axe-core and the Nu Html Checker, from the npm registry
+# (scripts off: the checker's would fetch a Java of its own).
 $(VENV)/dev-installed: $(VENV)/installed requirements-servers.txt requirements-dev.txt
 	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
+	@if command -v npm >/dev/null; then \
+		npm install --silent --no-audit --no-fund --ignore-scripts --prefix $(VENV)/page-checkers \
+			axe-core@4.14.1 vnu-jar@26.9.27; \
+	else echo "npm is missing: the browser tests will skip without axe-core and the Nu Html Checker"; fi
 	touch $@
 
 clean:

@@ -2,17 +2,21 @@
 driven by Selenium, at a phone's width and a desktop's, with and without
 JavaScript, against `python run.py` on a database of the tests' own.
 
-On every page: nothing wider than the screen, no console errors, and a
-screenshot in screenshots/ (replaced on each run) for a person to look at.
-Skipped when Chromium or its driver is missing, except in CI, which fails.
+On every page: nothing wider than the screen, no console errors, no finding
+of axe-core (WCAG 2 A and AA) or of the Nu Html Checker, and a screenshot in
+screenshots/ (replaced on each run) for a person to look at. Skipped when
+Chromium, its driver or the checkers are missing, except in CI, which fails.
 """
 
 import base64
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,11 +30,15 @@ from blog.models import Post, User
 from database_safety import create_engine
 
 from .conftest import PASSWORD, PASSWORD_HASH, PROJECT
-from .server import serving
+from .server import free_port, serving, wait_for_page
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOTS = PROJECT / "screenshots"
+# What `make test` installs from the npm registry into the virtual environment.
+PAGE_CHECKERS = Path(sys.prefix) / "page-checkers" / "node_modules"
+AXE = PAGE_CHECKERS / "axe-core" / "axe.min.js"
+NU_HTML_CHECKER = PAGE_CHECKERS / "vnu-jar" / "build" / "dist" / "vnu.jar"
 
 
 def missing() -> str | None:
@@ -41,6 +49,14 @@ def missing() -> str | None:
         import selenium  # noqa: F401
     except ImportError:
         return "selenium is missing: pip install -r requirements-dev.txt"
+    if not (AXE.exists() and NU_HTML_CHECKER.exists()):
+        return (
+            f"axe-core or the Nu Html Checker is missing from {PAGE_CHECKERS}: make installs them"
+        )
+    if not shutil.which("java"):
+        return (
+            "java is missing, which the Nu Html Checker needs: apt-get install default-jre-headless"
+        )
     return None
 
 
@@ -61,6 +77,8 @@ from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
 # A writer of the seeded posts, with the longest name the blog allows.
 LONG_NAME = ("a.writer.with.a.long.name." * 4)[:80]
+# A name of 20 characters, of wide letters: shown whole on every screen.
+TWENTY_CHARACTERS = "Maximilian.Wentworth"
 # What nobody would type, but a pasted link or a chemical name is: one word.
 LONG_WORD = "Pneumonoultramicroscopicsilicovolcanoconiosis" * 4
 
@@ -109,6 +127,7 @@ def seed(database_url: str) -> None:
                 {"username": "ada", "password_hash": PASSWORD_HASH, "created": start},
                 {"username": LONG_NAME, "password_hash": PASSWORD_HASH, "created": start},
                 {"username": "grace", "password_hash": PASSWORD_HASH, "created": start},
+                {"username": TWENTY_CHARACTERS, "password_hash": PASSWORD_HASH, "created": start},
             ],
         )
         posts = []
@@ -151,7 +170,7 @@ def screenshots() -> None:
     """Only this run's screenshots in the folder."""
     SCREENSHOTS.mkdir(exist_ok=True)
     for old in SCREENSHOTS.glob("*.png"):
-        old.unlink()
+        old.unlink(missing_ok=True)  # another test process may be clearing it too
 
 
 def text_of(element: WebElement) -> str:
@@ -175,11 +194,58 @@ DEVICES = [
 ]
 
 
+# Runs axe-core, injected into the page, on WCAG 2.0, 2.1 and 2.2 at levels A and AA.
+AXE_RUN = """
+const done = arguments[arguments.length - 1];
+axe.run(document, {runOnly: {type: "tag", values: arguments[0]}}).then(
+  results => done(results.violations.map(
+    v => `${v.id}: ${v.help} (${v.nodes.map(n => n.target.join(" ")).join(", ")})`)),
+  error => done([String(error)]));
+"""
+AXE_SOURCE = AXE.read_text() if AXE.exists() else ""
+WCAG_LEVELS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
+
+
+@pytest.fixture(scope="module")
+def html_checker() -> Iterator[str]:
+    """The Nu Html Checker as a web service on this machine: Java starts once."""
+    port = free_port()
+    checker = subprocess.Popen(
+        ["java", "-cp", str(NU_HTML_CHECKER), "-Dnu.validator.servlet.bind-address=127.0.0.1"]
+        + ["nu.validator.servlet.Main", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_for_page(url, seconds=120)
+        yield url
+    finally:
+        checker.terminate()
+        checker.wait(30)
+
+
+def html_errors(checker: str, page: str) -> list[str]:
+    """What the Nu Html Checker finds wrong in the page's markup."""
+    request = urllib.request.Request(
+        checker + "?out=json",
+        data=page.encode(),
+        headers={"Content-Type": "text/html; charset=utf-8"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        messages = json.load(response)["messages"]
+    return [
+        f"line {m.get('lastLine')}: {m['message']} ({m.get('extract', '').strip()})"
+        for m in messages
+        if m["type"] != "info"
+    ]
+
+
 class Browser:
     """A person at one device: opens pages, clicks, types, and checks each page."""
 
-    def __init__(self, device: Device, base_url: str, profile: str) -> None:
-        self.device, self.base_url = device, base_url
+    def __init__(self, device: Device, base_url: str, profile: str, html_checker: str) -> None:
+        self.device, self.base_url, self.html_checker = device, base_url, html_checker
         options = webdriver.ChromeOptions()
         options.binary_location = str(CHROMIUM)
         for argument in [
@@ -195,18 +261,17 @@ class Browser:
             f"--window-size={device.width},{device.height}",
         ]:
             options.add_argument(argument)
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        if not device.javascript:
-            options.add_experimental_option(
-                "prefs", {"profile.managed_default_content_settings.javascript": 2}
-            )
+        # The performance log names each page's response, whose body the
+        # Nu Html Checker reads: the markup as sent, before the browser mends it.
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
         self.driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
         self.emulate()
         self.shots = 0
 
     def emulate(self) -> None:
         """The device's screen, in the current tab: a window is never narrower than
-        500 px, and a phone's viewport follows the page's <meta name="viewport">."""
+        500 px, and a phone's viewport follows the page's <meta name="viewport">.
+        Without JavaScript, no page's script runs."""
         self.driver.execute_cdp_cmd(
             "Emulation.setDeviceMetricsOverride",
             {
@@ -216,6 +281,10 @@ class Browser:
                 "mobile": self.device.mobile,
             },
         )
+        self.scripts_run(self.device.javascript)
+
+    def scripts_run(self, run: bool) -> None:
+        self.driver.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": not run})
 
     def switch_to(self, tab: str | None = None) -> str:
         """Open a new tab, or go back to one; the tab's handle."""
@@ -318,9 +387,32 @@ class Browser:
                 and f"status of {status}" in entry["message"]
             )
         ]
-        assert errors == [], f"{shot} at {self.device.name}"
+        assert errors == [], f"{shot} at {self.device.name}: the console has {errors}"
+        # axe-core runs on a page loaded without JavaScript too, once it has loaded.
+        self.scripts_run(True)
+        self.driver.execute_script(AXE_SOURCE)
+        findings = self.driver.execute_async_script(AXE_RUN, WCAG_LEVELS)
+        self.scripts_run(self.device.javascript)
+        assert findings == [], f"{shot} at {self.device.name}: axe-core found {findings}"
+        problems = html_errors(self.html_checker, self.markup())
+        assert problems == [], f"{shot} at {self.device.name}: the Nu Html Checker found {problems}"
         self.shots += 1
         self.screenshot(f"{self.device.name}-{self.shots:02d}-{shot}")
+
+    def markup(self) -> str:
+        """The page's HTML as the blog sent it."""
+        events = [
+            json.loads(entry["message"])["message"] for entry in self.driver.get_log("performance")
+        ]
+        pages = [
+            event["params"]["requestId"]
+            for event in events
+            if event["method"] == "Network.responseReceived"
+            and event["params"].get("type") == "Document"
+        ]
+        assert pages, "no page was loaded since the last check"
+        response = self.driver.execute_cdp_cmd("Network.getResponseBody", {"requestId": pages[-1]})
+        return response["body"]
 
     def wider_than_the_screen(self) -> list[str]:
         """The elements that reach past the screen's right edge, innermost last."""
@@ -362,9 +454,9 @@ class Browser:
 
 
 @pytest.fixture(scope="module", params=DEVICES, ids=lambda device: device.name)
-def browser(request, blog) -> Iterator[Browser]:
+def browser(request, blog, html_checker) -> Iterator[Browser]:
     with tempfile.TemporaryDirectory() as profile:
-        browser = Browser(request.param, blog, profile)
+        browser = Browser(request.param, blog, profile, html_checker)
         try:
             yield browser
         finally:
@@ -494,3 +586,12 @@ def test_pages_a_visitor_sees(browser):
     assert LONG_WORD in browser.text("main")
     browser.open("/post/1", "post")
     assert re.fullmatch(r"by ada on 2024-03-01", " ".join(browser.text(".about").split()))
+
+
+def test_a_name_of_twenty_characters_shows_whole_in_the_menu(browser):
+    browser.log_in(TWENTY_CHARACTERS)
+    name = browser.find("nav .user")
+    assert browser.driver.execute_script("return arguments[0].scrollWidth", name) <= (
+        browser.driver.execute_script("return arguments[0].clientWidth", name)
+    ), f"{TWENTY_CHARACTERS} is cut short at {browser.device.name}"
+    browser.log_out()

@@ -82,19 +82,20 @@ def copy_database(
             f"cannot be stored in {DIALECT_NAMES[target.dialect.name]}; nothing was copied. "
             "Correct them in the source, then copy again:\n  " + "\n  ".join(problems)
         )
-    if dry_run:
-        return None
     target_path = sqlite_path(target.url)
     # (Inspecting a missing SQLite file would create it, and init would back it up.)
-    if (target_path and not target_path.exists()) or not inspect(target).get_table_names():
+    empty = (target_path and not target_path.exists()) or not inspect(target).get_table_names()
+    if not empty:
+        check_database(target, scripts)
+        with target.connect() as connection:
+            refuse_a_target_with_rows(connection)
+    if dry_run:
+        return None
+    if empty:
         init_db(target, scripts)
-    check_database(target, scripts)
     with source.connect() as reader, target.begin() as writer:
+        refuse_a_target_with_rows(writer)  # (again: it may have changed since)
         for table in COPIED_TABLES:
-            if writer.scalar(select(func.count()).select_from(table)):
-                raise DatabaseProblem(
-                    f"the target already has rows in {table.name}; copy into an empty database"
-                )
             total = reader.scalar(select(func.count()).select_from(table))
             copied = 0
             for rows in batches(reader, table, batch_size):
@@ -112,6 +113,14 @@ def copy_database(
                     {"name": name},
                 )
     return Copied(shown(source.url), shown(target.url), verify(source, target, batch_size))
+
+
+def refuse_a_target_with_rows(connection: Connection) -> None:
+    for table in COPIED_TABLES:
+        if connection.scalar(select(func.count()).select_from(table)):
+            raise DatabaseProblem(
+                f"the target already has rows in {table.name}; copy into an empty database"
+            )
 
 
 def batches(

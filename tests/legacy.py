@@ -1,8 +1,20 @@
 """The blog as it was before migrations: one model, its table made by create_all."""
 
+import sqlite3
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Engine, Integer, MetaData, String, Table, Text, text
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    text,
+)
 
 legacy_metadata = MetaData()
 
@@ -35,6 +47,26 @@ def make_legacy_database(engine: Engine, posts: list[dict]) -> None:
             connection.execute(legacy_post.insert(), posts)
 
 
+# The one post of the pre-migration blog.db that most tests start from.
+OLD_POST = {"title": "Old post", "body": "From before migrations.", "created": datetime(2020, 1, 1)}
+
+
+def make_legacy_blog(path) -> None:
+    """A pre-migration blog.db at path, holding OLD_POST."""
+    engine = create_engine(f"sqlite:///{path}")
+    make_legacy_database(engine, [OLD_POST])
+    engine.dispose()
+
+
+def add_filler_posts(path, count: int) -> None:
+    """COUNT more posts in the SQLite file at path, so that copying it takes a while."""
+    with sqlite3.connect(path) as connection:
+        connection.executemany(
+            "INSERT INTO post (title, body, created) VALUES (?, ?, '2024-01-01')",
+            ((f"filler {i}", "x" * 500) for i in range(count)),
+        )
+
+
 def add_posts_on_server(engine: Engine, count: int) -> None:
     """COUNT more posts on PostgreSQL or MariaDB, made by the server itself: fast at any size."""
     numbers = (
@@ -56,8 +88,6 @@ if __name__ == "__main__":
     # migrations, with a few posts, for following the README's lesson.
     import sys
     from pathlib import Path
-
-    from sqlalchemy import create_engine
 
     path = Path(sys.argv[1] if len(sys.argv) > 1 else "blog.db").resolve()
     if path.exists():

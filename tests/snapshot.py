@@ -1,5 +1,7 @@
 """What a user could see of a database: its schema and every row of every table."""
 
+import sqlite3
+
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, MetaData, inspect, select, text
 
@@ -90,3 +92,15 @@ def unchanged_part(rows_before: dict, columns_before: dict, engine: Engine) -> t
         }
 
     return cut(rows_before), cut(rows(engine))
+
+
+def titles(path) -> list[str]:
+    """The titles of the posts in the SQLite file at path, in id order."""
+    with sqlite3.connect(path) as connection:
+        return [row[0] for row in connection.execute("SELECT title FROM post ORDER BY id")]
+
+
+def version(path) -> list[tuple]:
+    """The SQLite file's alembic_version rows."""
+    with sqlite3.connect(path) as connection:
+        return connection.execute("SELECT version_num FROM alembic_version").fetchall()

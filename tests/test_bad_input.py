@@ -6,7 +6,7 @@ from contextlib import closing
 import pytest
 
 from .conftest import alembic
-from .test_run import make_legacy_blog
+from .legacy import make_legacy_blog
 
 
 def typed(runner, project, command, **kwargs):

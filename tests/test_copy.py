@@ -15,8 +15,8 @@ from blog.models import Post, User
 from database_safety import DatabaseProblem
 
 from .conftest import PASSWORD_HASH
+from .legacy import make_legacy_blog
 from .snapshot import rows
-from .test_run import make_legacy_blog
 
 
 @pytest.fixture
@@ -95,10 +95,11 @@ def test_copy_keeps_every_row_and_id(project, runner, source_url, database_url, 
     app.extensions["db_engine"].dispose()
 
 
-def test_copy_refuses_a_target_with_posts(project, runner, source_url, database_url):
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_copy_refuses_a_target_with_posts(project, runner, source_url, database_url, dry_run):
     assert runner(project / "run.py", "copy", source_url, database_url).returncode == 0
     before = blog_rows(database_url)
-    result = runner(project / "run.py", "copy", source_url, database_url)
+    result = runner(project / "run.py", "copy", *dry_run, source_url, database_url)
     assert result.returncode == 1
     assert result.stderr == (
         "error: the target already has rows in user; copy into an empty database\n"

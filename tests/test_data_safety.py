@@ -16,10 +16,9 @@ from sqlalchemy import create_engine, inspect
 from blog import create_app
 
 from .conftest import PASSWORD, PASSWORD_HASH, REVISIONS, alembic
+from .legacy import add_filler_posts, make_legacy_blog
 from .server import serving
-from .snapshot import current_revision, rows, state
-from .test_run import make_legacy_blog, titles
-from .test_serving import add_posts
+from .snapshot import current_revision, rows, state, titles
 from .webclient import Browser
 
 
@@ -53,7 +52,7 @@ def add_accounts(db):
 def blog_with_accounts(project, runner):
     db = project / "blog.db"
     assert runner(project / "run.py", "init").returncode == 0
-    add_posts(db, 3)
+    add_filler_posts(db, 3)
     add_accounts(db)
     db.chmod(0o600)  # password hashes are nobody else's business
     return db
@@ -251,7 +250,7 @@ def blog_on_small_disk(small_disk, project, runner):
     db = small_disk / "blog.db"
     env = {"BLOG_DATABASE_URL": f"sqlite:///{db}"}
     assert runner(project / "run.py", "init", env=env).returncode == 0
-    add_posts(db, 5_000)  # over 2 MiB: there is no room for a second copy
+    add_filler_posts(db, 5_000)  # over 2 MiB: there is no room for a second copy
     add_accounts(db)
     return db, env
 
@@ -283,7 +282,7 @@ def test_upgrade_on_a_full_disk(small_disk, project, runner):
     db = small_disk / "blog.db"
     env = {"BLOG_DATABASE_URL": f"sqlite:///{db}"}
     make_legacy_blog(db)
-    add_posts(db, 3_000)
+    add_filler_posts(db, 3_000)
     before = state(create_engine(f"sqlite:///{db}"))
     fill(small_disk, leave=16 * 1024)
     result = alembic(runner, project, "upgrade", "head", env=env)
@@ -348,7 +347,7 @@ def test_init_on_a_read_only_file_changes_nothing(read_only_blog, project, runne
 def test_a_killed_downgrade_leaves_the_old_or_the_new_revision(project, runner, after):
     db = project / "blog.db"
     assert runner(project / "run.py", "init").returncode == 0
-    add_posts(db, 200_000)
+    add_filler_posts(db, 200_000)
     add_accounts(db)
     posts = rows(create_engine(f"sqlite:///{db}"))["post"]
 
@@ -400,7 +399,7 @@ def blog_with_authors(request, project, runner):
     else:
         make_legacy_blog(db)
         assert alembic(runner, project, "upgrade", "head").returncode == 0
-    add_posts(db, 20_000)
+    add_filler_posts(db, 20_000)
     add_accounts(db)
     return db
 
@@ -439,7 +438,7 @@ def test_downgrade_copies_the_posts_when_a_table_constraint_names_the_author(pro
                 CONSTRAINT fk_post_author_id_user FOREIGN KEY(author_id) REFERENCES user (id));
             CREATE INDEX ix_post_author_id ON post (author_id);
         """)
-    add_posts(db, 3)
+    add_filler_posts(db, 3)
     add_accounts(db)
     titles_before = titles(db)
     result = alembic(runner, project, "downgrade", REVISIONS[0].revision)
@@ -455,7 +454,7 @@ def test_downgrade_copies_the_posts_when_a_table_constraint_names_the_author(pro
 def test_a_backup_cut_short_is_never_taken_for_a_backup(project, runner, after):
     db = project / "blog.db"
     assert runner(project / "run.py", "init").returncode == 0
-    add_posts(db, 200_000)
+    add_filler_posts(db, 200_000)
     init = subprocess.Popen(
         [sys.executable, project / "run.py", "init"],
         stdout=subprocess.DEVNULL,

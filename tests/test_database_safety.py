@@ -22,7 +22,8 @@ from blog.maintenance import init_db
 from database_safety import DatabaseProblem
 
 from .conftest import ADD_AUTHOR, ADD_SESSIONS, PROJECT, SERVER_URL_VARIABLES, alembic
-from .test_run import make_legacy_blog, titles
+from .legacy import make_legacy_blog
+from .snapshot import titles
 from .webclient import Browser
 
 

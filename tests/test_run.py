@@ -1,33 +1,12 @@
 import socket
 import sqlite3
 import sys
-from datetime import datetime
 
 import pytest
-from sqlalchemy import create_engine
 
-from .legacy import make_legacy_database
+from .legacy import make_legacy_blog
 from .server import free_port, serving, wait_for_page
-
-LEGACY_POSTS = [
-    {"title": "Old post", "body": "From before migrations.", "created": datetime(2020, 1, 1)}
-]
-
-
-def make_legacy_blog(path):
-    engine = create_engine(f"sqlite:///{path}")
-    make_legacy_database(engine, LEGACY_POSTS)
-    engine.dispose()
-
-
-def titles(path):
-    with sqlite3.connect(path) as connection:
-        return [row[0] for row in connection.execute("SELECT title FROM post ORDER BY id")]
-
-
-def version(path):
-    with sqlite3.connect(path) as connection:
-        return connection.execute("SELECT version_num FROM alembic_version").fetchall()
+from .snapshot import titles, version
 
 
 def test_init_creates_the_database_at_head(project, runner):

@@ -15,8 +15,9 @@ from sqlalchemy import create_engine, text
 from database_safety import back_up
 
 from .conftest import REVISIONS
+from .legacy import add_filler_posts
 from .server import serving
-from .test_run import titles, version
+from .snapshot import titles, version
 from .webclient import Browser
 
 WRITERS = 4
@@ -132,22 +133,13 @@ def test_backup_taken_while_serving_has_every_post(served_blog, project):
     assert in_backup <= set(titles(project / "blog.db"))
 
 
-def add_posts(path, count):
-    """Fill blog.db with posts, so that backing it up takes a while."""
-    with sqlite3.connect(path) as connection:
-        connection.executemany(
-            "INSERT INTO post (title, body, created) VALUES (?, ?, '2024-01-01')",
-            ((f"filler {i}", "x" * 500) for i in range(count)),
-        )
-
-
 def backups(project):
     return sorted(project.glob("blog.db.bak*"))
 
 
 @pytest.mark.sqlite_only
 def test_init_while_writers_post_loses_nothing(served_blog, project, runner):
-    add_posts(project / "blog.db", 100_000)
+    add_filler_posts(project / "blog.db", 100_000)
     with Crowd(served_blog) as crowd:
         for _ in range(3):
             crowd.wait_for_acknowledged(len(crowd.acknowledged) + 20)
@@ -168,7 +160,7 @@ def test_init_while_writers_post_loses_nothing(served_blog, project, runner):
 def test_an_upgrade_racing_init_lands_in_the_backup_or_not_at_all(project, runner, delay):
     db = project / "blog.db"
     assert runner(project / "run.py", "init").returncode == 0
-    add_posts(db, 200_000)
+    add_filler_posts(db, 200_000)
     alembic = ["-m", "alembic", "-c", project / "alembic.ini"]
     assert runner(*alembic, "downgrade", "-1").returncode == 0
     for backup in backups(project):

@@ -9,7 +9,7 @@ VENV := .venv
 HOST ?= 127.0.0.1
 PORT ?= 5000
 PYTHON := $(VENV)/bin/python
-CHECKED := blog run.py database_safety.py alembic tests
+CHECKED := blog run.py database_safety.py alembic tests benchmarks
 
 .PHONY: run test test-fast lint bench clean
 
@@ -34,11 +34,11 @@ lint: $(VENV)/dev-installed
 	$(VENV)/bin/mypy
 
 bench: $(VENV)/dev-installed
-	$(PYTHON) -m tests.benchmarks
-	@if [ -n "$$BLOG_TEST_POSTGRES_URL$$BLOG_TEST_MYSQL_URL" ]; then $(PYTHON) -m tests.server_migration_benchmark; \
+	$(PYTHON) -m benchmarks.migrations
+	@if [ -n "$$BLOG_TEST_POSTGRES_URL$$BLOG_TEST_MYSQL_URL" ]; then $(PYTHON) -m benchmarks.server_migrations; \
 	else echo "set BLOG_TEST_POSTGRES_URL or BLOG_TEST_MYSQL_URL for the server migration benchmark"; fi
 	@command -v wrk >/dev/null || { echo "the load benchmark needs wrk: apt-get install wrk"; exit 1; }
-	$(PYTHON) -m tests.load_benchmark
+	$(PYTHON) -m benchmarks.load
 
 $(VENV)/installed: requirements.txt
 	python3 -m venv $(VENV)

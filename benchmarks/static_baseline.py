@@ -1,7 +1,7 @@
 """The load benchmark's ceiling: the same bytes as the blog's index, from a WSGI
 app that does nothing else, served by the same granian with the same settings:
 
-    STATIC_PAGE=index.html python -m tests.static_baseline PORT
+    STATIC_PAGE=index.html python -m benchmarks.static_baseline PORT
 """
 
 import os
@@ -24,7 +24,7 @@ if __name__ == "__main__":
     from run import DEFAULT_THREADS, DEFAULT_WORKERS, serve_wsgi
 
     serve_wsgi(
-        "tests.static_baseline:create_app",
+        "benchmarks.static_baseline:create_app",
         "127.0.0.1",
         int(sys.argv[1]),
         DEFAULT_WORKERS,

@@ -1,6 +1,6 @@
 """Migration cost and page latency, from a thousand to a million posts.
 
-    python -m tests.benchmarks [--sizes 1000,100000,1000000] [--repeat 5] [--json FILE]
+    python -m benchmarks.migrations [--sizes 1000,100000,1000000] [--repeat 5] [--json FILE]
 
 Builds pre-migration blog.db files of each size, then measures, several times
 each, and prints the medians (and writes them as JSON):
@@ -38,9 +38,8 @@ from sqlalchemy import create_engine
 from blog import create_app
 from blog.maintenance import init_db, migration_scripts
 from database_safety import back_up
-
-from .conftest import PROJECT, REVISIONS
-from .legacy import make_legacy_database
+from tests.conftest import PROJECT, REVISIONS
+from tests.legacy import make_legacy_database
 
 TARGETS = {
     "upgrade / floor at the largest size": 1.2,
@@ -311,7 +310,7 @@ def ratios(results: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.benchmarks",
+        prog="python -m benchmarks.migrations",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

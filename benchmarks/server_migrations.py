@@ -1,6 +1,6 @@
 """How long the blog's readers and writers wait while a server migrates.
 
-    python -m tests.server_migration_benchmark [--posts 1000000] [--project DIR]
+    python -m benchmarks.server_migrations [--posts 1000000] [--project DIR]
 
 On each server that BLOG_TEST_POSTGRES_URL and BLOG_TEST_MYSQL_URL name, makes
 a database at revision 1 with that many posts, then runs `alembic upgrade head`
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from .conftest import CREATE_USERS, PROJECT, SERVER_URL_VARIABLES
-from .legacy import add_posts_on_server, make_legacy_database
+from tests.conftest import CREATE_USERS, PROJECT, SERVER_URL_VARIABLES
+from tests.legacy import add_posts_on_server, make_legacy_database
 
 TARGETS = {"postgresql": (0.2, 1.0)}  # seconds: the longest read, the longest write
 

@@ -5,7 +5,7 @@ transaction, rendering the blog's own templates, so that both answer with
 the same bytes. Served by the same granian, with the same settings, as
 `python run.py` serves the blog:
 
-    BASELINE_DATABASE=blog.db python -m tests.flaskr_baseline PORT
+    BASELINE_DATABASE=blog.db python -m benchmarks.flaskr_baseline PORT
 """
 
 import os
@@ -78,5 +78,5 @@ if __name__ == "__main__":
 
     port = int(sys.argv[1])
     serve_wsgi(
-        "tests.flaskr_baseline:create_app", "127.0.0.1", port, DEFAULT_WORKERS, DEFAULT_THREADS
+        "benchmarks.flaskr_baseline:create_app", "127.0.0.1", port, DEFAULT_WORKERS, DEFAULT_THREADS
     )

@@ -1,6 +1,6 @@
 """The blog under load: `python run.py` on a real socket, driven by wrk.
 
-    python -m tests.load_benchmark [--seconds 5] [--repeat 3] [--json FILE]
+    python -m benchmarks.load [--seconds 5] [--repeat 3] [--json FILE]
 
 Needs wrk (Debian: `apt-get install wrk`). Builds a blog.db of 10,000 posts
 by 10 users, serves it as `python run.py` does, and measures, with wrk's
@@ -8,8 +8,8 @@ keep-alive clients:
 
 - `/`, `/post/<id>` and `/users/<name>` at 1, 4, 16 and 64 clients, and `/`
   logged in;
-- the same index served by tests/flaskr_baseline.py (a Flask view on raw
-  sqlite3, as flaskr does it) and its bytes by tests/static_baseline.py (a
+- the same index served by benchmarks/flaskr_baseline.py (a Flask view on raw
+  sqlite3, as flaskr does it) and its bytes by benchmarks/static_baseline.py (a
   WSGI app that only returns them), under the same granian, in the same rounds;
 - readers of `/` beside 2 writers posting as fast as they can;
 - readers while another process holds a large write transaction on blog.db;
@@ -36,10 +36,9 @@ from werkzeug.security import generate_password_hash
 from blog import create_app
 from blog.maintenance import init_db, migration_scripts
 from run import DEFAULT_THREADS, DEFAULT_WORKERS
-
-from .conftest import PROJECT
-from .server import serving
-from .webclient import Browser
+from tests.conftest import PROJECT
+from tests.server import serving
+from tests.webclient import Browser
 
 POSTS = 10_000
 USERS = 10
@@ -195,7 +194,7 @@ def write_lock_held(database: Path, seconds: float):
         [
             sys.executable,
             "-m",
-            "tests.load_benchmark",
+            "benchmarks.load",
             "--hold-write-lock",
             database,
             "--seconds",
@@ -223,15 +222,14 @@ def measure(database: Path, seconds: int, repeat: int, work: Path) -> dict:
     post_id = POSTS // 2
     pages = {"/": "/", "/post/<id>": f"/post/{post_id}", "/users/<name>": "/users/user1"}
     results = {}
+    baseline_command = [sys.executable, "-m", "benchmarks.flaskr_baseline"]
     with (
         serving([sys.executable, "run.py", "--port"], work / "blog.log", env, PROJECT) as blog,
-        serving(
-            [sys.executable, "-m", "tests.flaskr_baseline"], work / "baseline.log", env, PROJECT
-        ) as baseline,
+        serving(baseline_command, work / "baseline.log", env, PROJECT) as baseline,
     ):
         (work / "index.html").write_bytes(urllib.request.urlopen(blog + "/").read())
         static_env = {"STATIC_PAGE": str(work / "index.html")}
-        static_command = [sys.executable, "-m", "tests.static_baseline"]
+        static_command = [sys.executable, "-m", "benchmarks.static_baseline"]
         logged_in = Browser(blog)
         logged_in.open_form("/auth/login")
         assert (
@@ -351,7 +349,7 @@ def print_tables(results: dict, found: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.load_benchmark",
+        prog="python -m benchmarks.load",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,0 +1,1 @@
+"""What `make bench` measures: migrations, the served blog under load, and server migrations."""

@@ -174,10 +174,13 @@ def values_the_target_cannot_store(source: Engine, dialect_name: str, batch_size
     return problems
 
 
+# How SQLAlchemy reads a date from SQLite, where it is text.
+SQLITE_DATETIME_READER = sqlite.DATETIME().result_processor(sqlite.dialect(), None)
+
+
 def read_sqlite_datetime(stored: str) -> datetime | None:
-    """A date as SQLAlchemy reads it from SQLite, where it is text; ValueError
-    for text it cannot read."""
-    read = sqlite.DATETIME().result_processor(sqlite.dialect(), None)
+    """The date that SQLAlchemy would read; ValueError for text it cannot read."""
+    read = SQLITE_DATETIME_READER
     assert read is not None  # SQLite keeps dates as text
     return read(stored)
 
@@ -223,6 +226,9 @@ def why_not_storable(
     return None
 
 
+ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def same_but_for_case(
     user_id: int, username: bytes | str, seen: dict[str, tuple[int, str]], dialect_name: str
 ) -> str | None:
@@ -235,9 +241,6 @@ def same_but_for_case(
         return f"{name!r} differs only in case from user {other_id}'s {other!r}"
     seen[key] = (user_id, name)
     return None
-
-
-ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def verify(source: Engine, target: Engine, batch_size: int) -> dict[str, int]:
@@ -253,7 +256,7 @@ def verify(source: Engine, target: Engine, batch_size: int) -> dict[str, int]:
             if mine != theirs:
                 raise DatabaseProblem(
                     f"the copy of {table.name} differs from the source: {mine[0]:,} rows "
-                    f"(checksum {mine[1][:12]}) there, {theirs[0]:,} (checksum "
+                    f"(checksum {mine[1][:12]}) in the source, {theirs[0]:,} (checksum "
                     f"{theirs[1][:12]}) in the target"
                 )
             counts[table.name] = mine[0]

@@ -1,6 +1,7 @@
 """The blog's connection to its database: one engine, one session per request."""
 
 import contextlib
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -61,8 +62,8 @@ class DatabaseFile:
     stat(); the whole check takes about 8 microseconds).
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, logger: logging.Logger) -> None:
+        self.path, self.logger = path, logger
         self.opened, self.moved = self.identity(), False
 
     def identity(self) -> tuple[int, int] | None:
@@ -75,8 +76,21 @@ class DatabaseFile:
     def still_there(self) -> bool:
         if self.opened is None:
             self.opened = self.identity()  # created after the blog started, by init
-        self.moved = self.moved or self.identity() != self.opened
+        if not self.moved and self.identity() != self.opened:
+            self.moved = True
+            self.logger.error(
+                "%s is no longer the file the blog opened (removed or replaced): refusing "
+                "every request until a restart. To put a backup back, stop the blog and use "
+                "`python run.py restore`, never cp or mv.",
+                self.path,
+            )
         return not self.moved
+
+    def refuse_to_open_another(self, dialect, connection_record, cargs, cparams) -> None:
+        """Before each new connection: a request that passed its check as the file
+        went must not open (and so create, empty) whatever is now at the path."""
+        if not self.still_there():
+            raise DatabaseFileMoved()
 
     def close_if_moved(self, dbapi_connection, connection_record) -> None:
         """Each connection to the old file, as it goes back to the pool or is
@@ -91,18 +105,8 @@ class DatabaseFile:
 
 def refuse_a_moved_file() -> None:
     database_file = current_app.extensions["db_file"]
-    if database_file is None:
-        return  # a database server
-    noticed_before = database_file.moved
-    if database_file.still_there():
-        return
-    if not noticed_before:
-        current_app.logger.error(
-            "%s is no longer the file the blog opened (removed or replaced): refusing every "
-            "request until a restart. To put a backup back, stop the blog and use "
-            "`python run.py restore`, never cp or mv.",
-            database_file.path,
-        )
+    if database_file is None or database_file.still_there():
+        return  # a database server, or the file the blog opened
     current_app.extensions["db_engine"].dispose()
     raise DatabaseFileMoved()
 
@@ -176,8 +180,9 @@ def database_unavailable(error: DBAPIError):
 def init_app(app) -> None:
     engine = create_engine(app.config["DATABASE_URL"])
     path = sqlite_path(app.config["DATABASE_URL"])
-    app.extensions["db_file"] = database_file = DatabaseFile(path) if path else None
+    app.extensions["db_file"] = database_file = DatabaseFile(path, app.logger) if path else None
     if database_file:
+        event.listen(engine, "do_connect", database_file.refuse_to_open_another)
         event.listen(engine, "checkin", database_file.close_if_moved)
         event.listen(engine, "close", database_file.close_if_moved)
     app.extensions["db_engine"] = engine

@@ -6,10 +6,10 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, event, func, select, text
 
-from blog.db import get_db
+from blog.db import DatabaseFileMoved, get_db
 from blog.maintenance import init_db, migration_scripts
 from blog.models import Post
-from database_safety import DatabaseProblem, back_up
+from database_safety import DatabaseProblem, back_up, sqlite_path
 
 from .snapshot import rows
 
@@ -133,3 +133,16 @@ def test_a_new_post_takes_the_write_lock_once(app, auth):
     assert response.status_code == 302
     # Finding who is logged in reads; only the INSERT takes the write lock.
     assert begins.count("BEGIN IMMEDIATE") == 1, begins
+
+
+@pytest.mark.sqlite_only
+def test_a_request_under_way_as_the_file_goes_opens_nothing_in_its_place(app, database_url):
+    path = sqlite_path(database_url)
+    with app.test_request_context("/"):
+        db = get_db()  # the file was there when the request began
+        # Another request noticed the file gone and closed the pooled connections.
+        app.extensions["db_engine"].dispose()
+        path.unlink()
+        with pytest.raises(DatabaseFileMoved):
+            db.execute(select(Post))
+    assert not path.exists()  # never an empty blog.db that looks like the blog's

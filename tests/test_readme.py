@@ -73,7 +73,9 @@ def test_the_server_section_replays_as_written(backend, project, runner, tmp_pat
     if backend == "mysql":
         steps = for_mariadb(steps, mariadb_lines)
     # The lesson's blog.db at the latest revision, as the reader has it by now.
-    make_legacy_database(create_engine(f"sqlite:///{project / 'blog.db'}"), LESSON_POSTS)
+    lesson = create_engine(f"sqlite:///{project / 'blog.db'}")
+    make_legacy_database(lesson, LESSON_POSTS)
+    lesson.dispose()
     assert alembic(runner, project, "upgrade", "head").returncode == 0
 
     # The README's database, "blog", under a name of the test's own.

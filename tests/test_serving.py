@@ -42,15 +42,17 @@ class Crowd:
 
     def write(self, n):
         browser = Browser(self.base_url)
-        browser.sign_up(f"writer{n}")
+        if not browser.sign_up(f"writer{n}", stop=self.stop):
+            return
         for i in range(MAX_REQUESTS_PER_CLIENT):
             if self.stop.is_set():
                 break
             title = f"writer{n} post {i}"
             status, headers, _ = browser.request("/create", {"title": title, "body": "text"})
-            if status == 302 and headers["Location"].endswith("/auth/login"):
-                # The session or the account went with a migration or a recreated database.
-                browser.sign_up(f"writer{n}")
+            # The session or the account went with a migration or a recreated database.
+            relogin = status == 302 and headers["Location"].endswith("/auth/login")
+            if relogin and not browser.sign_up(f"writer{n}", stop=self.stop):
+                return
             with self.lock:
                 self.responses.append((status, headers.get("Retry-After")))
                 if status == 302 and "/post/" in headers["Location"]:

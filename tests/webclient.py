@@ -43,9 +43,10 @@ class Browser:
             self.token = token.group(1)
         return token is not None
 
-    def sign_up(self, username, seconds=60):
+    def sign_up(self, username, seconds=60, stop=None) -> bool:
         """Register (or find the name taken), log in and open the new-post form,
-        starting again while a migration answers 503 or ends the session."""
+        starting again while a migration answers 503 or ends the session;
+        False if the event stop is set first."""
         account = {"username": username, "password": "writer password"}
         deadline = time.monotonic() + seconds
         while not (
@@ -54,5 +55,8 @@ class Browser:
             and self.request("/auth/login", account)[0] == 302
             and self.open_form("/create")
         ):
+            if stop is not None and stop.is_set():
+                return False
             assert time.monotonic() < deadline, f"{username} could not sign up"
             time.sleep(0.1)
+        return True

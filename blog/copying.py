@@ -209,8 +209,10 @@ def why_not_storable(
     except UnicodeDecodeError as error:
         return f"not valid UTF-8 (byte {written[error.start]:#04x} at byte {error.start:,})"
     if isinstance(column.type, DateTime):
+        if isinstance(value, datetime):
+            return None  # a server's date, read already
         try:
-            value if isinstance(value, datetime) else read_sqlite_datetime(decoded)
+            read_sqlite_datetime(decoded)
         except ValueError:
             return f"{decoded!r} is not a date and time of years 1 to 9999"
         return None

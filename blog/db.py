@@ -27,8 +27,12 @@ def alembic_config(ini: Path = ALEMBIC_INI) -> Config:
 
 class BlogSession(Session):
     def commit(self) -> None:
+        # Checked again under the write lock, just before the commit: a file
+        # that lost its name since the request began must take nothing more.
+        self.flush()
+        refuse_a_moved_file()
         super().commit()
-        # A commit into a file that lost its name reached no one's blog.db:
+        # Moved in the last instant: the commit reached no one's blog.db, and
         # the request must not say it was stored.
         refuse_a_moved_file()
 

@@ -146,3 +146,22 @@ def test_a_request_under_way_as_the_file_goes_opens_nothing_in_its_place(app, da
         with pytest.raises(DatabaseFileMoved):
             db.execute(select(Post))
     assert not path.exists()  # never an empty blog.db that looks like the blog's
+
+
+@pytest.mark.sqlite_only
+def test_a_post_whose_file_is_replaced_before_its_commit_is_stored_nowhere(app, database_url):
+    path = sqlite_path(database_url)
+    replacement = back_up(path)
+    kept = path.with_name("old.db")
+    with app.test_request_context("/create", method="POST"):
+        db = get_db()
+        db.add(Post(title="Stored nowhere", body="Its file was replaced."))
+        db.flush()  # written, holding the write lock, not yet committed
+        kept.hardlink_to(path)  # the old file, to read after the blog lets it go
+        replacement.replace(path)  # `mv blog.db.bak blog.db`
+        with pytest.raises(DatabaseFileMoved):
+            db.commit()
+    app.extensions["db_engine"].dispose()
+    for database in (kept, path):  # neither the old file nor the one now at the path
+        titles = [post["title"] for post in rows(create_engine(f"sqlite:///{database}"))["post"]]
+        assert "Stored nowhere" not in titles

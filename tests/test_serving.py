@@ -276,11 +276,8 @@ def test_after_a_restart_the_blog_serves_the_file_at_its_path_whole(project, run
 
     with sqlite3.connect(path) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    # Every post the backup had; beyond them at most a post that a writer was
-    # told failed, committed by a worker that had not yet noticed the move
-    # (its -wal pages can outlive the old file's last checkpoint).
-    assert in_backup <= set(titles(path))
-    assert set(titles(path)) - in_backup <= set(crowd.refused)
+    # Exactly the backup: no worker's post, acknowledged or refused, reached it.
+    assert set(titles(path)) == in_backup
     with serving(command, project / "server.log") as base_url:
         status, _, page = Browser(base_url).request("/")
     assert status == 200

@@ -21,7 +21,7 @@ from blog.db import get_db
 from blog.maintenance import init_db, migration_scripts
 from blog.models import Post, User
 
-from .legacy import make_legacy_database
+from .legacy import init_blog, make_legacy_database
 from .server import serving
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -339,8 +339,7 @@ def blog_env(backend, database_url):
 @pytest.fixture
 def served_blog(project, runner, blog_env):
     """The blog served by `python run.py` from a copy of the project."""
-    result = runner(project / "run.py", "init", env=blog_env)
-    assert result.returncode == 0, result.stderr
+    init_blog(project, blog_env)
     # A file, not a pipe: nobody reads the request log while the test runs.
     command = [sys.executable, project / "run.py", "--port"]
     with serving(command, project / "server.log", blog_env) as base_url:

@@ -1,8 +1,12 @@
-"""The blog as it was before migrations: one model, its table made by create_all."""
+"""Blogs the tests start from: as the blog was before migrations (one model, its
+table made by create_all), as `run.py init` makes it, and with filler posts."""
 
 import sqlite3
 from datetime import datetime
+from pathlib import Path
 
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import (
     Column,
     DateTime,
@@ -15,6 +19,9 @@ from sqlalchemy import (
     create_engine,
     text,
 )
+
+from blog.maintenance import init_db
+from database_safety import create_engine as create_blog_engine
 
 legacy_metadata = MetaData()
 
@@ -56,6 +63,18 @@ def make_legacy_blog(path) -> None:
     engine = create_engine(f"sqlite:///{path}")
     make_legacy_database(engine, [OLD_POST])
     engine.dispose()
+
+
+def init_blog(project: Path, env: dict | None = None) -> None:
+    """What `python run.py init` does to a copy of the project (or to env's
+    BLOG_DATABASE_URL), done in this process: a test that starts from a new
+    blog spends no process on it."""
+    url = (env or {}).get("BLOG_DATABASE_URL") or f"sqlite:///{project / 'blog.db'}"
+    engine = create_blog_engine(url)
+    try:
+        init_db(engine, ScriptDirectory.from_config(Config(project / "alembic.ini")))
+    finally:
+        engine.dispose()
 
 
 def add_filler_posts(path, count: int) -> None:

@@ -1,9 +1,9 @@
 """Accounts as a trusted site keeps them, through the test client."""
 
+import multiprocessing
 import os
+import secrets
 import stat
-import subprocess
-import sys
 import time
 from datetime import timedelta
 
@@ -260,30 +260,29 @@ def test_failed_logins_are_kept_in_the_database(app, auth, backend):
 
 
 @pytest.mark.processes
+def make_a_key_slowly(instance, start, keys):
+    # Making a key is slowed down, as a loaded machine or a slow disk would.
+    make = secrets.token_hex
+    secrets.token_hex = lambda n: time.sleep(0.5) or make(n)
+    start.wait()
+    keys.put(instance_secret_key(instance))
+
+
 def test_secret_key_file_appears_whole_to_processes_starting_together(tmp_path):
     instance = tmp_path / "instance"
-    # Each process imports the blog, then waits for the same moment to start.
-    # Making a key is slowed down, as a loaded machine or a slow disk would.
-    read_key = (
-        "import secrets, sys, time; from pathlib import Path; "
-        "from blog import instance_secret_key; "
-        "make = secrets.token_hex; "
-        "secrets.token_hex = lambda n: time.sleep(0.5) or make(n); "
-        "time.sleep(max(0, float(sys.argv[2]) - time.time())); "
-        "print(instance_secret_key(Path(sys.argv[1])))"
-    )
-    start = str(time.time() + 3)
+    # Thirty processes with the blog imported, as a server's workers are, start at once.
+    processes = multiprocessing.get_context("fork")
+    start, keys = processes.Barrier(30), processes.SimpleQueue()
     starters = [
-        subprocess.Popen(
-            [sys.executable, "-c", read_key, str(instance), start],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=os.path.dirname(os.path.dirname(__file__)),
-        )
-        for _ in range(30)
+        processes.Process(target=make_a_key_slowly, args=(instance, start, keys)) for _ in range(30)
     ]
-    keys = {starter.communicate(timeout=60)[0].strip() for starter in starters}
-    assert len(keys) == 1 and len(keys.pop()) == 64
+    for starter in starters:
+        starter.start()
+    for starter in starters:
+        starter.join(60)
+    assert [starter.exitcode for starter in starters] == [0] * 30
+    found = {keys.get() for _ in starters}
+    assert len(found) == 1 and len(found.pop()) == 64
     assert os.listdir(instance) == ["secret_key"]  # no draft left behind
     assert stat.S_IMODE((instance / "secret_key").stat().st_mode) == 0o600
     assert instance_secret_key(instance) == (instance / "secret_key").read_text()

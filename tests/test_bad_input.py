@@ -6,7 +6,7 @@ from contextlib import closing
 import pytest
 
 from .conftest import alembic
-from .legacy import make_legacy_blog
+from .legacy import init_blog, make_legacy_blog
 
 
 def typed(runner, project, command, **kwargs):
@@ -100,7 +100,7 @@ def test_migrating_to_a_revision_that_does_not_exist(project, runner, args):
 
 @pytest.mark.parametrize("args", [["upgrade", "head"], ["downgrade", "-1"]])
 def test_migrating_a_database_stamped_with_an_unknown_revision(project, runner, args):
-    runner(project / "run.py", "init")
+    init_blog(project)
     with closing(sqlite3.connect(project / "blog.db")) as connection, connection:
         connection.execute("UPDATE alembic_version SET version_num = 'f00dcafe'")
     before = (project / "blog.db").read_bytes()

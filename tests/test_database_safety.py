@@ -22,7 +22,7 @@ from blog.maintenance import init_db
 from database_safety import DatabaseProblem
 
 from .conftest import ADD_AUTHOR, ADD_SESSIONS, PROJECT, SERVER_URL_VARIABLES, alembic
-from .legacy import make_legacy_blog
+from .legacy import init_blog, make_legacy_blog
 from .snapshot import titles
 from .webclient import Browser
 
@@ -275,10 +275,9 @@ def test_no_blog_to_upgrade_names_the_database_without_its_password(project, run
 
 
 @pytest.fixture
-def blog_at_head(project, runner, blog_env):
-    """The project copy's database, made by `run.py init` at the latest revision."""
-    result = runner(project / "run.py", "init", env=blog_env)
-    assert result.returncode == 0, result.stderr
+def blog_at_head(project, blog_env):
+    """The project copy's database, made as `run.py init` makes it."""
+    init_blog(project, blog_env)
     return blog_env
 
 

@@ -17,7 +17,7 @@ from blog.maintenance import init_db, migration_scripts
 from blog.models import Base, Post
 
 from .conftest import ADD_AUTHOR, REVISIONS
-from .legacy import legacy_post
+from .legacy import init_blog, legacy_post
 from .snapshot import current_revision, state
 
 
@@ -233,7 +233,7 @@ SCHEMA_CHANGE = {
 
 def test_check_command_names_every_difference(backend, database_url, project, runner):
     env = {"BLOG_DATABASE_URL": database_url}
-    assert runner(project / "run.py", "init", env=env).returncode == 0
+    init_blog(project, env)
     change, difference = SCHEMA_CHANGE[backend]
     with create_engine(database_url).begin() as connection:
         connection.execute(text("ALTER TABLE post ADD COLUMN tags VARCHAR(50)"))

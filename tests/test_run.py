@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from .legacy import make_legacy_blog
+from .legacy import init_blog, make_legacy_blog
 from .server import free_port, serving, wait_for_page
 from .snapshot import titles, version
 
@@ -236,7 +236,7 @@ def test_init_names_a_wal_left_by_a_removed_database(project, runner):
 
 
 def test_check_reports_what_sqlites_own_checks_find(project, runner):
-    assert runner(project / "run.py", "init").returncode == 0
+    init_blog(project)
     result = runner(project / "run.py", "check")
     assert result.returncode == 0
     assert "quick_check and foreign_key_check find it whole" in result.stdout
@@ -252,7 +252,7 @@ def test_check_reports_what_sqlites_own_checks_find(project, runner):
 
 
 def test_serving_refuses_a_damaged_database_naming_the_newest_good_backup(project, runner):
-    assert runner(project / "run.py", "init").returncode == 0
+    init_blog(project)
     with sqlite3.connect(project / "blog.db") as connection:
         connection.executemany(
             "INSERT INTO post (title, body, created) VALUES (?, ?, '2024-01-01')",

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 from database_safety import back_up
 
 from .conftest import REVISIONS
-from .legacy import add_filler_posts
+from .legacy import add_filler_posts, init_blog
 from .server import serving
 from .snapshot import titles, version
 from .webclient import Browser
@@ -161,7 +161,7 @@ def test_init_while_writers_post_loses_nothing(served_blog, project, runner):
 @pytest.mark.parametrize("delay", [0.1, 0.2, 0.3, 0.4])
 def test_an_upgrade_racing_init_lands_in_the_backup_or_not_at_all(project, runner, delay):
     db = project / "blog.db"
-    assert runner(project / "run.py", "init").returncode == 0
+    init_blog(project)
     add_filler_posts(db, 200_000)
     alembic = ["-m", "alembic", "-c", project / "alembic.ini"]
     assert runner(*alembic, "downgrade", "-1").returncode == 0

@@ -9,7 +9,7 @@ VENV := .venv
 HOST ?= 127.0.0.1
 PORT ?= 5000
 PYTHON := $(VENV)/bin/python
-CHECKED := blog run.py database_safety.py alembic tests benchmarks
+CHECKED := blog run.py database_safety.py before_migrations.py alembic tests benchmarks
 
 .PHONY: run test test-fast lint bench clean
 

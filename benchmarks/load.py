@@ -36,7 +36,7 @@ from werkzeug.security import generate_password_hash
 from blog import create_app
 from blog.maintenance import init_db, migration_scripts
 from run import DEFAULT_THREADS, DEFAULT_WORKERS
-from tests.conftest import PROJECT
+from tests.project import PROJECT
 from tests.server import serving
 from tests.webclient import Browser
 

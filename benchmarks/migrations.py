@@ -35,11 +35,11 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine
 
+from before_migrations import make_legacy_database
 from blog import create_app
 from blog.maintenance import init_db, migration_scripts
 from database_safety import back_up
-from tests.conftest import PROJECT, REVISIONS
-from tests.legacy import make_legacy_database
+from tests.project import PROJECT, REVISIONS
 
 TARGETS = {
     "upgrade / floor at the largest size": 1.2,

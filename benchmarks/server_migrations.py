@@ -22,8 +22,9 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from tests.conftest import CREATE_USERS, PROJECT, SERVER_URL_VARIABLES
-from tests.legacy import add_posts_on_server, make_legacy_database
+from before_migrations import make_legacy_database
+from tests.blogs import add_posts_on_server
+from tests.project import CREATE_USERS, PROJECT, SERVER_URL_VARIABLES
 
 TARGETS = {"postgresql": (0.2, 1.0)}  # seconds: the longest read, the longest write
 

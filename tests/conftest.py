@@ -1,47 +1,26 @@
 import argparse
-import html
+import contextlib
 import os
-import re
 import shutil
 import subprocess
 import sys
 import uuid
 from datetime import datetime
-from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 from alembic.config import Config
-from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, func, insert, select
-from werkzeug.security import generate_password_hash
+from sqlalchemy import create_engine, insert
 
+from before_migrations import make_legacy_database
 from blog import create_app
 from blog.db import get_db
 from blog.maintenance import init_db, migration_scripts
 from blog.models import Post, User
 
-from .legacy import init_blog, make_legacy_database
+from .blogs import add_accounts, add_filler_posts, init_blog
+from .pages import PASSWORD_HASH, AuthActions
+from .project import PROJECT, SERVER_URL_VARIABLES
 from .server import serving
-
-PROJECT = Path(__file__).resolve().parent.parent
-
-# The project's revisions, from the first to the head.
-REVISIONS = list(
-    reversed(list(ScriptDirectory.from_config(Config(PROJECT / "alembic.ini")).walk_revisions()))
-)
-CREATE_USERS, ADD_AUTHOR, ADD_SESSIONS = (revision.revision for revision in REVISIONS)
-
-# What a test user types to log in; hashed once, as hashing is slow on purpose.
-PASSWORD = "correct horse"
-PASSWORD_HASH = generate_password_hash(PASSWORD)
-
-
-# Database servers the tests also run on, when these variables give their URLs.
-SERVER_URL_VARIABLES = {
-    "postgresql": "BLOG_TEST_POSTGRES_URL",
-    "mysql": "BLOG_TEST_MYSQL_URL",
-}
 
 
 def pytest_configure(config):
@@ -189,103 +168,9 @@ def app(database_url):
     app.extensions["db_engine"].dispose()
 
 
-def shows_logged_in(page: str, username: str) -> bool:
-    """Whether the page's menu names the user and offers to log out."""
-    return f'href="/users/{username}"' in page and "Log out" in page and "Log in" not in page
-
-
-def flashes(page: str, role: str) -> list[str]:
-    """The messages a page announces: role "alert" for errors, "status" for successes."""
-    return [html.unescape(m) for m in re.findall(rf'role="{role}"[^>]*>([^<]*)<', page)]
-
-
-class FormFields(HTMLParser):
-    """A page's form fields by name: the value a browser fills in, and the attributes."""
-
-    def __init__(self, page: str) -> None:
-        super().__init__()
-        self.values: dict[str, str] = {}
-        self.attributes: dict[str, dict[str, str]] = {}
-        self._textarea: str | None = None
-        self.feed(page)
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        fields = {name: value or "" for name, value in attrs}
-        if tag == "input" and fields.get("type") not in ("hidden", "submit"):
-            self.values[fields["name"]] = fields.get("value", "")
-        elif tag == "textarea":
-            self._textarea = fields["name"]
-            self.values[self._textarea] = ""
-        else:
-            return
-        self.attributes[fields["name"]] = fields
-
-    def handle_data(self, data: str) -> None:
-        if self._textarea is not None:
-            self.values[self._textarea] += data
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "textarea":
-            self._textarea = None
-
-
-def form_fields(page: str) -> dict[str, str]:
-    return FormFields(page).values
-
-
-def field_rules(page: str, name: str) -> dict[str, str]:
-    """What the browser checks and offers in a field before the form is sent."""
-    attributes = FormFields(page).attributes[name]
-    rules = ("required", "minlength", "maxlength", "pattern", "autocomplete")
-    return {rule: attributes[rule] for rule in rules if rule in attributes}
-
-
-def error_beside(page: str, name: str) -> str | None:
-    """The error shown beside a form field, if the field is marked invalid and
-    names it (aria-invalid, aria-describedby), as a screen reader finds it."""
-    attributes = FormFields(page).attributes[name]
-    if attributes.get("aria-invalid") != "true":
-        return None
-    for id in attributes.get("aria-describedby", "").split():
-        found = re.search(rf'<p class="field-error" id="{id}">([^<]*)</p>', page)
-        if found:
-            return html.unescape(found.group(1))
-    return None
-
-
-def count_rows(app, model) -> int:
-    """How many rows the model's table holds, as the blog sees them."""
-    with app.app_context():
-        return get_db().execute(select(func.count()).select_from(model)).scalar_one()
-
-
 @pytest.fixture
 def client(app):
     return app.test_client()
-
-
-class AuthActions:
-    def __init__(self, client):
-        self._client = client
-
-    def csrf_token(self) -> str:
-        """The token that the blog's forms carry for this client's session."""
-        page = self._client.get("/auth/login").get_data(as_text=True)
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page)
-        assert token, "the login page has no form token"
-        return token.group(1)
-
-    def post(self, url, data=None, **kwargs):
-        """Send a form the way a browser does, with the page's token."""
-        return self._client.post(
-            url, data={"csrf_token": self.csrf_token(), **(data or {})}, **kwargs
-        )
-
-    def login(self, username="test", password=PASSWORD):
-        return self.post("/auth/login", {"username": username, "password": password})
-
-    def logout(self):
-        return self.post("/auth/logout")
 
 
 @pytest.fixture
@@ -299,7 +184,7 @@ def project(tmp_path):
     copy = tmp_path / "project"
     for name in ("alembic", "blog"):
         shutil.copytree(PROJECT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("alembic.ini", "run.py", "database_safety.py"):
+    for name in ("alembic.ini", "run.py", "database_safety.py", "before_migrations.py"):
         shutil.copy(PROJECT / name, copy / name)
     return copy
 
@@ -325,11 +210,6 @@ def runner(tmp_path):
     return run
 
 
-def alembic(runner, project, *args, **kwargs):
-    """`alembic -c project/alembic.ini ARGS`, typed from a folder outside the project."""
-    return runner("-m", "alembic", "-c", project / "alembic.ini", *args, **kwargs)
-
-
 @pytest.fixture
 def blog_env(backend, database_url):
     """What points run.py and alembic at the test's database."""
@@ -344,3 +224,26 @@ def served_blog(project, runner, blog_env):
     command = [sys.executable, project / "run.py", "--port"]
     with serving(command, project / "server.log", blog_env) as base_url:
         yield base_url
+
+
+@pytest.fixture
+def serve(project):
+    """Start `python run.py` on a new blog.db with the given settings; its base URL."""
+    with contextlib.ExitStack() as servers:
+
+        def start(*options, **settings):
+            init_blog(project)
+            command = [sys.executable, project / "run.py", *options, "--port"]
+            return servers.enter_context(serving(command, project / "server.log", settings))
+
+        yield start
+
+
+@pytest.fixture
+def blog_with_accounts(project):
+    db = project / "blog.db"
+    init_blog(project)
+    add_filler_posts(db, 3)
+    add_accounts(db)
+    db.chmod(0o600)  # password hashes are nobody else's business
+    return db

@@ -3,7 +3,9 @@
 import sqlite3
 
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, MetaData, inspect, select, text
+from sqlalchemy import Engine, MetaData, func, inspect, select, text
+
+from blog.db import get_db
 
 
 def schema(engine: Engine) -> dict:
@@ -104,3 +106,20 @@ def version(path) -> list[tuple]:
     """The SQLite file's alembic_version rows."""
     with sqlite3.connect(path) as connection:
         return connection.execute("SELECT version_num FROM alembic_version").fetchall()
+
+
+def count_rows(app, model) -> int:
+    """How many rows the model's table holds, as the blog sees them."""
+    with app.app_context():
+        return get_db().execute(select(func.count()).select_from(model)).scalar_one()
+
+
+def files_beside(db):
+    """The database and what lies beside it, but for its own -wal and -shm,
+    which are there while any connection (the test's too) has it open."""
+    own = {f"{db.name}-wal", f"{db.name}-shm"}
+    return sorted(
+        path.name
+        for path in db.parent.iterdir()
+        if path.name.startswith(db.name) and path.name not in own
+    )

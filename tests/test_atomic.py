@@ -8,7 +8,7 @@ from alembic import command
 from alembic.runtime import migration
 from sqlalchemy import MetaData, create_engine, func, select
 
-from .conftest import ADD_AUTHOR, ADD_SESSIONS, PROJECT, REVISIONS
+from .project import ADD_AUTHOR, ADD_SESSIONS, PROJECT, REVISIONS
 from .snapshot import columns, current_revision, rows, state, unchanged_part
 
 

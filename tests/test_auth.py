@@ -1,11 +1,24 @@
 import pytest
+from alembic import command
 from flask import g, session
-from sqlalchemy import select
+from sqlalchemy import MetaData, Table, select
 
+from blog import create_app
 from blog.db import get_db
-from blog.models import User, UserSession
+from blog.models import LoginFailure, User, UserSession, utcnow
 
-from .conftest import PASSWORD, count_rows, error_beside, field_rules, flashes, form_fields
+from .pages import (
+    PASSWORD,
+    PASSWORD_HASH,
+    AuthActions,
+    error_beside,
+    field_rules,
+    flashes,
+    form_fields,
+    logged_in_as,
+)
+from .project import ADD_AUTHOR
+from .snapshot import count_rows
 
 
 def test_register(app, client, auth):
@@ -160,3 +173,111 @@ def test_usernames_are_unique_whatever_their_case(app, client, auth):
     with client:
         client.get("/")
         assert g.user.username == "test"
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "message"),
+    [
+        ("alice", "alice", "Password must be 8 to 200 characters long."),
+        ("alice123", "alice123", "Password must not contain the username."),
+        ("alice", "my name is ALICE", "Password must not contain the username."),
+        *(
+            ("alice", common, "Password is too easy to guess.")
+            # Common passwords that the rules before zxcvbn let through.
+            for common in ("Password1!", "qwerty1234", "iloveyou2", "Summer2024", "P@ssword1")
+        ),
+    ],
+)
+def test_register_refuses_weak_passwords(app, auth, username, password, message):
+    response = auth.post("/auth/register", {"username": username, "password": password})
+    assert response.status_code == 400
+    assert any(
+        alert.startswith(message) for alert in flashes(response.get_data(as_text=True), "alert")
+    )
+    assert count_rows(app, User) == 2
+
+
+def test_the_forms_state_the_password_rules(client, auth):
+    rules = "not containing the username, and hard to guess"
+    assert rules in client.get("/auth/register").get_data(as_text=True)
+    auth.login()
+    assert rules in client.get("/auth/password").get_data(as_text=True)
+
+
+def test_login_ignores_the_case_of_the_name(client, auth):
+    assert auth.login("TeSt").status_code == 302
+    assert logged_in_as(client.get("/").get_data(as_text=True)) == "test"
+
+
+@pytest.mark.parametrize(
+    ("current", "new", "status", "field", "message"),
+    [
+        (
+            "wrong password",
+            "a brand new secret",
+            401,
+            "current_password",
+            "The current password is not right.",
+        ),
+        (PASSWORD, "test1234", 400, "new_password", "Password must not contain the username."),
+        (PASSWORD, "short", 400, "new_password", "Password must be 8 to 200 characters long."),
+    ],
+)
+def test_change_password_refuses(app, client, auth, current, new, status, field, message):
+    auth.login()
+    response = auth.post("/auth/password", {"current_password": current, "new_password": new})
+    assert response.status_code == status
+    page = response.get_data(as_text=True)
+    assert message in flashes(page, "alert")
+    assert message in error_beside(page, field)
+    auth.logout()
+    assert auth.login().status_code == 302  # the old password still works
+
+
+def test_change_password_needs_a_login(client):
+    response = client.get("/auth/password")
+    assert response.headers["Location"] == "/auth/login"
+
+
+def test_an_unknown_name_costs_a_password_check(client, auth, monkeypatch):
+    checked = []
+
+    def check(password_hash, password):
+        checked.append(password)
+        return False
+
+    monkeypatch.setattr("blog.auth.check_password_hash", check)
+    assert auth.login("nobody", "some password").status_code == 401
+    assert auth.login("test", "other password").status_code == 401
+    assert checked == ["some password", "other password"]
+
+
+def test_users_made_before_the_upgrade_still_log_in(alembic_cfg, legacy_db, database_url):
+    command.upgrade(alembic_cfg, ADD_AUTHOR)
+    user = Table("user", MetaData(), autoload_with=legacy_db)
+    with legacy_db.begin() as connection:
+        connection.execute(
+            user.insert(),
+            {"username": "Early.Bird", "password_hash": PASSWORD_HASH, "created": utcnow()},
+        )
+    command.upgrade(alembic_cfg, "head")
+    blog = create_app({"DATABASE_URL": database_url, "SECRET_KEY": "test"})
+    assert AuthActions(blog.test_client()).login("early.bird", PASSWORD).status_code == 302
+
+
+@pytest.mark.parametrize("username", ["x" * 500, "nul\x00name", "a b"])
+def test_login_with_a_name_nobody_can_have_is_a_plain_failure(app, auth, username):
+    response = auth.login(username, "some password")
+    assert response.status_code == 401
+    assert flashes(response.get_data(as_text=True), "alert") == ["Incorrect username or password."]
+    assert count_rows(app, LoginFailure) == 1
+
+
+def test_a_taken_name_is_refused_before_any_password_is_hashed(app, auth, monkeypatch):
+    def no_hashing(password):
+        raise AssertionError("a password was hashed for a taken name")
+
+    monkeypatch.setattr("blog.auth.generate_password_hash", no_hashing)
+    response = auth.post("/auth/register", {"username": "TEST", "password": "a fine password"})
+    assert response.status_code == 409
+    assert "Username TEST is already taken." in flashes(response.get_data(as_text=True), "alert")

@@ -5,8 +5,8 @@ from contextlib import closing
 
 import pytest
 
-from .conftest import alembic
-from .legacy import init_blog, make_legacy_blog
+from .blogs import init_blog, make_legacy_blog
+from .project import alembic
 
 
 def typed(runner, project, command, **kwargs):

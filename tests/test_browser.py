@@ -29,7 +29,8 @@ from sqlalchemy.orm import Session
 from blog.models import Post, User
 from database_safety import create_engine
 
-from .conftest import PASSWORD, PASSWORD_HASH, PROJECT
+from .pages import PASSWORD, PASSWORD_HASH
+from .project import PROJECT
 from .server import free_port, serving, wait_for_page
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -14,8 +14,8 @@ from blog.maintenance import init_db, migration_scripts
 from blog.models import Post, User
 from database_safety import DatabaseProblem
 
-from .conftest import PASSWORD_HASH
-from .legacy import make_legacy_blog
+from .blogs import make_legacy_blog
+from .pages import PASSWORD_HASH
 from .snapshot import rows
 
 

@@ -1,4 +1,5 @@
-"""No data is dropped without a copy: downgrade backups, restore, full disks, odd paths, kills."""
+"""No data is dropped without a copy: downgrades that would drop data, full
+disks, odd paths, read-only files and folders, and kills mid-migration."""
 
 import contextlib
 import os
@@ -13,91 +14,13 @@ from contextlib import closing
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from blog import create_app, instance_secret_key
+from blog import instance_secret_key
 
-from .conftest import PASSWORD, PASSWORD_HASH, REVISIONS, alembic
-from .legacy import add_filler_posts, init_blog, make_legacy_blog
+from .blogs import add_accounts, add_filler_posts, init_blog, make_legacy_blog
+from .project import REVISIONS, alembic
 from .server import serving
-from .snapshot import current_revision, rows, state, titles
+from .snapshot import current_revision, files_beside, rows, state, titles
 from .webclient import Browser
-
-
-def files_beside(db):
-    """The database and what lies beside it, but for its own -wal and -shm,
-    which are there while any connection (the test's too) has it open."""
-    own = {f"{db.name}-wal", f"{db.name}-shm"}
-    return sorted(
-        path.name
-        for path in db.parent.iterdir()
-        if path.name.startswith(db.name) and path.name not in own
-    )
-
-
-def add_accounts(db):
-    """Two users, each with a post, beside the ownerless posts."""
-    with closing(sqlite3.connect(db)) as connection, connection:
-        for name in ("alice", "bob"):
-            user = connection.execute(
-                "INSERT INTO user (username, password_hash, created) VALUES (?, ?, '2024-01-01')",
-                (name, PASSWORD_HASH),
-            ).lastrowid
-            connection.execute(
-                "INSERT INTO post (title, body, created, author_id) "
-                "VALUES (?, 'text', '2024-01-02', ?)",
-                (f"{name}'s post", user),
-            )
-
-
-@pytest.fixture
-def blog_with_accounts(project):
-    db = project / "blog.db"
-    init_blog(project)
-    add_filler_posts(db, 3)
-    add_accounts(db)
-    db.chmod(0o600)  # password hashes are nobody else's business
-    return db
-
-
-def test_downgrade_backs_up_accounts_and_restore_brings_them_back(
-    blog_with_accounts, project, runner
-):
-    db = blog_with_accounts
-    engine = create_engine(f"sqlite:///{db}")
-    before = rows(engine)
-
-    result = alembic(runner, project, "downgrade", "base")
-    assert result.returncode == 0, result.stderr
-    backup = project / "blog.db.bak"
-    assert (
-        f"Backed up {db} to {backup}; `python run.py restore {backup}` puts it back"
-        in result.stderr
-    )
-    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
-    assert rows(create_engine(f"sqlite:///{backup}")) == before
-    assert files_beside(db) == ["blog.db", "blog.db.bak"]  # one file, no -wal beside it
-
-    assert alembic(runner, project, "upgrade", "head").returncode == 0
-    assert rows(engine)["user"] == []  # the lesson's downgrade dropped them
-
-    restored = runner(project / "run.py", "restore", backup)
-    assert restored.returncode == 0, restored.stderr
-    assert f"Backed up the current database to {backup}.1" in restored.stdout
-    assert rows(engine) == before
-    assert current_revision(engine) == REVISIONS[-1].revision
-
-    client = create_app({"DATABASE_URL": f"sqlite:///{db}", "SECRET_KEY": "test"}).test_client()
-    page = client.get("/auth/login").get_data(as_text=True)
-    token = page.split('name="csrf_token" value="')[1].split('"')[0]
-    login = client.post(
-        "/auth/login", data={"username": "alice", "password": PASSWORD, "csrf_token": token}
-    )
-    assert login.status_code == 302
-    assert "alice&#39;s post" in client.get("/users/alice").get_data(as_text=True)
-
-
-def test_init_backup_keeps_the_databases_permissions(blog_with_accounts, project, runner):
-    assert runner(project / "run.py", "init").returncode == 0
-    assert stat.S_IMODE((project / "blog.db.bak").stat().st_mode) == 0o600
 
 
 def test_downgrade_that_would_drop_data(app, backend, database_url, project, runner):
@@ -150,77 +73,6 @@ def test_upgrade_on_an_empty_database_changes_nothing(backend, database_url, pro
     ]
     # On a database server the first revision's DDL would have committed.
     assert inspect(create_engine(database_url)).get_table_names() == []
-
-
-def a_copy_with(*statements):
-    """Make other.db, a copy of the blog with something added or taken away."""
-
-    def make(db):
-        other = db.with_name("other.db")
-        with closing(sqlite3.connect(db)) as source, closing(sqlite3.connect(other)) as copy:
-            source.backup(copy)
-            for statement in statements:
-                copy.execute(statement)
-            copy.commit()
-
-    return make
-
-
-def an_empty_file(db):
-    db.with_name("other.db").touch()
-
-
-@pytest.mark.parametrize(
-    ("make", "args", "message"),
-    [
-        (None, ["no-such.db"], "is not a file"),
-        (None, ["not-a-database"], "file is not a database"),
-        (None, ["blog.db"], "is the database itself"),
-        (an_empty_file, ["other.db"], "it holds no blog (no post table)"),
-        (
-            a_copy_with(
-                "CREATE TRIGGER leak AFTER INSERT ON user_session BEGIN "
-                "UPDATE post SET body = (SELECT group_concat(username || ':' || password_hash) "
-                "FROM user) WHERE id = 1; END"
-            ),
-            ["other.db"],
-            "it holds what the blog does not: trigger leak",
-        ),
-        (
-            a_copy_with("CREATE VIEW hashes AS SELECT password_hash FROM user"),
-            ["other.db"],
-            "it holds what the blog does not: view hashes",
-        ),
-        (
-            a_copy_with("CREATE TABLE notes (id INTEGER)", "ALTER TABLE post ADD COLUMN extra"),
-            ["other.db"],
-            "it holds what the blog does not: column post.extra, table notes",
-        ),
-        (
-            a_copy_with("DROP TABLE login_failure", "DROP TABLE user_session", "DROP TABLE post"),
-            ["other.db"],
-            "it holds no blog (no post table)",
-        ),
-        (
-            a_copy_with("UPDATE alembic_version SET version_num = 'f00dfeedbeef'"),
-            ["other.db"],
-            "it is at revision f00dfeedbeef, which this code does not know",
-        ),
-    ],
-)
-def test_restore_refuses_what_is_not_a_backup_of_the_blog(
-    blog_with_accounts, project, runner, make, args, message
-):
-    (project / "not-a-database").write_text("my shopping list\n")
-    if make:
-        make(blog_with_accounts)
-    before = state(create_engine(f"sqlite:///{blog_with_accounts}"))
-    result = runner(project / "run.py", "restore", *args, cwd=project)
-    assert result.returncode == 1
-    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
-    assert message in result.stderr
-    assert state(create_engine(f"sqlite:///{blog_with_accounts}")) == before
-    assert files_beside(blog_with_accounts) == ["blog.db"]
 
 
 @pytest.fixture
@@ -460,31 +312,6 @@ def test_downgrade_copies_the_posts_when_a_table_constraint_names_the_author(pro
     assert titles(db) == titles_before
 
 
-@pytest.mark.parametrize("after", [0.1, 0.3, 0.6, 1.0])
-def test_a_backup_cut_short_is_never_taken_for_a_backup(project, runner, after):
-    db = project / "blog.db"
-    init_blog(project)
-    add_filler_posts(db, 200_000)
-    init = subprocess.Popen(
-        [sys.executable, project / "run.py", "init"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(after)  # while it copies blog.db, or before, or after
-    init.send_signal(signal.SIGKILL)
-    init.wait()
-
-    for backup in project.glob("blog.db.bak*"):
-        with closing(sqlite3.connect(backup)) as connection:
-            assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-            assert connection.execute("SELECT count(*) FROM post").fetchone() == (200_000,)
-    # The next backup clears away what the killed one left.
-    assert runner(project / "run.py", "init").returncode == 0
-    assert not list(project.glob(".partial-backup-of-*"))
-    assert titles(db) == []
-    assert any(len(titles(backup)) == 200_000 for backup in project.glob("blog.db.bak*"))
-
-
 def post_until_refused(writer):
     """Post until the blog stops acknowledging; its last answer."""
     for n in range(2000):
@@ -543,17 +370,3 @@ def test_every_command_names_a_read_only_folder(read_only_folder, runner, comman
     assert result.returncode != 0
     assert f"the folder {project} is read-only" in output, output
     assert "Traceback" not in output
-
-
-def test_a_refused_restore_names_the_newest_good_backup(blog_with_accounts, project, runner):
-    for _ in range(2):  # blog.db.bak and blog.db.bak.1, the newer
-        assert runner(project / "run.py", "init", cwd=project).returncode == 0
-    (project / "blog.db.bak.2").write_bytes(b"\0" * 4096)  # newer still, but no blog
-    (project / "empty.db").touch()
-    result = runner(project / "run.py", "restore", "empty.db", cwd=project)
-    assert result.returncode == 1
-    assert "cannot restore" in result.stderr and "it holds no blog (no post table)" in result.stderr
-    assert result.stderr.rstrip().endswith(
-        f"the newest good backup beside it is blog.db.bak.1 "
-        f"(`python run.py restore {project / 'blog.db.bak.1'}`)"
-    )

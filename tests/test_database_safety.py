@@ -5,7 +5,6 @@ commands that compare the models with the database."""
 import difflib
 import os
 import sqlite3
-import stat
 from contextlib import closing
 from pathlib import Path
 
@@ -15,16 +14,14 @@ from alembic.config import Config
 from alembic.runtime.migration import RevisionStep
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 
 import database_safety
 from blog.maintenance import init_db
 from database_safety import DatabaseProblem
 
-from .conftest import ADD_AUTHOR, ADD_SESSIONS, PROJECT, SERVER_URL_VARIABLES, alembic
-from .legacy import init_blog, make_legacy_blog
+from .blogs import init_blog, make_legacy_blog
+from .project import ADD_AUTHOR, ADD_SESSIONS, PROJECT, SERVER_URL_VARIABLES, alembic
 from .snapshot import titles
-from .webclient import Browser
 
 
 def test_blog_database_url_wins_over_alembic_ini(monkeypatch):
@@ -77,29 +74,6 @@ def test_a_missing_sqlite_file_is_refused_not_created(tmp_path):
     assert not (tmp_path / "blog.db").exists()
 
 
-def test_a_backup_is_a_whole_copy_with_the_databases_mode(tmp_path):
-    db = tmp_path / "blog.db"
-    make_legacy_blog(db)
-    db.chmod(0o600)
-    first, second = database_safety.back_up(db), database_safety.back_up(db)
-    assert [first.name, second.name] == ["blog.db.bak", "blog.db.bak.1"]
-    assert titles(first) == titles(db)
-    assert stat.S_IMODE(second.stat().st_mode) == 0o600
-
-
-def test_a_backup_that_fails_halfway_leaves_nothing(tmp_path, monkeypatch):
-    db = tmp_path / "blog.db"
-    make_legacy_blog(db)
-
-    def fail(fd):
-        raise OSError("no room left on the device")
-
-    monkeypatch.setattr(os, "fsync", fail)
-    with pytest.raises(OSError, match="no room"):
-        database_safety.back_up(db)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["blog.db"]
-
-
 def test_value_columns_leave_out_generated_ones(tmp_path):
     engine = database_safety.create_engine(f"sqlite:///{tmp_path / 'blog.db'}")
     init_db(engine, ScriptDirectory.from_config(Config(PROJECT / "alembic.ini")))
@@ -150,48 +124,6 @@ def test_data_that_would_be_dropped_counts_rows_not_disposable_tables(tmp_path):
             "column post.author_id (set in 1 row)"
         ]
     engine.dispose()
-
-
-@pytest.fixture
-def sqlite_at_head(tmp_path, monkeypatch):
-    """alembic.ini's Config, pointed at a blog.db at the latest revision."""
-    db = tmp_path / "blog.db"
-    monkeypatch.setenv("BLOG_DATABASE_URL", f"sqlite:///{db}")
-    engine = database_safety.create_engine(f"sqlite:///{db}")
-    init_db(engine, ScriptDirectory.from_config(Config(PROJECT / "alembic.ini")))
-    engine.dispose()
-    return Config(PROJECT / "alembic.ini")
-
-
-def test_only_a_downgrade_is_backed_up_first(sqlite_at_head, tmp_path):
-    # Which steps a command plans comes from Alembic's internals (planned_steps):
-    # this fails if an Alembic upgrade changes them.
-    command.current(sqlite_at_head)
-    command.downgrade(sqlite_at_head, "-1")
-    assert sorted(path.name for path in tmp_path.glob("blog.db.bak*")) == ["blog.db.bak"]
-    command.upgrade(sqlite_at_head, "head")
-    assert sorted(path.name for path in tmp_path.glob("blog.db.bak*")) == ["blog.db.bak"]
-
-
-def test_a_failed_downgrade_leaves_no_backup(sqlite_at_head, tmp_path):
-    with closing(sqlite3.connect(tmp_path / "blog.db")) as connection:
-        # Revision 3's downgrade then fails, after the backup.
-        connection.execute("DROP INDEX ix_user_username_key")
-        connection.execute('ALTER TABLE "user" DROP COLUMN username_key')
-        connection.commit()
-    with pytest.raises(DatabaseProblem, match='no such column: "username_key"'):
-        command.downgrade(sqlite_at_head, "-1")
-    assert not list(tmp_path.glob("blog.db.bak*"))
-
-
-def test_a_downgrade_whose_commit_fails_leaves_no_backup(sqlite_at_head, tmp_path, monkeypatch):
-    def fail(self, dbapi_connection):
-        raise sqlite3.OperationalError("disk I/O error")
-
-    monkeypatch.setattr(SQLiteDialect_pysqlite, "do_commit", fail)
-    with pytest.raises(DatabaseProblem, match="disk I/O error"):
-        command.downgrade(sqlite_at_head, "-1")
-    assert not list(tmp_path.glob("blog.db.bak*"))
 
 
 def test_an_upgrade_of_a_database_without_the_blog_is_refused(tmp_path, monkeypatch):
@@ -318,29 +250,3 @@ def test_autogenerate_writes_a_draft_revision(project, runner, blog_at_head, bac
     assert f'down_revision: str | Sequence[str] | None = "{ADD_SESSIONS}"' in source
     assert "op.drop_column('post', 'extra')" in source
     assert "op.create_index('ix_login_failure_address', 'login_failure'" in source
-
-
-def modes(folder: Path) -> dict[str, int]:
-    return {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.glob("blog.db*")}
-
-
-@pytest.fixture
-def usual_umask():
-    """The usual umask, 022, which gives a new file 0644, for the test and what it starts."""
-    before = os.umask(0o022)
-    yield
-    os.umask(before)
-
-
-@pytest.mark.sqlite_only
-def test_the_database_and_every_copy_are_its_owners_alone(
-    usual_umask, served_blog, project, runner
-):
-    browser = Browser(served_blog)
-    browser.sign_up("owner")  # the server now has blog.db-wal and -shm open
-    assert alembic(runner, project, "downgrade", "-1").returncode == 0
-    assert runner(project / "run.py", "restore", project / "blog.db.bak").returncode == 0
-    assert runner(project / "run.py", "init").returncode == 0
-    found = modes(project)
-    assert {"blog.db", "blog.db-wal", "blog.db-shm", "blog.db.bak", "blog.db.bak.1"} <= set(found)
-    assert set(found.values()) == {0o600}, found

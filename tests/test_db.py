@@ -1,3 +1,6 @@
+"""The blog's connection to its database (db.py): busy or lasting errors, the
+write lock, and a database file moved away under a running blog."""
+
 import sqlite3
 import time
 from contextlib import closing
@@ -7,9 +10,8 @@ from alembic import command
 from sqlalchemy import create_engine, event, func, select, text
 
 from blog.db import DatabaseFileMoved, get_db
-from blog.maintenance import init_db, migration_scripts
 from blog.models import Post
-from database_safety import DatabaseProblem, back_up, sqlite_path
+from database_safety import back_up, sqlite_path
 
 from .snapshot import rows
 
@@ -32,41 +34,6 @@ def test_database_mid_migration_gives_503_and_writes_nothing(app, client, auth, 
     with app.app_context():
         assert get_db().scalar(select(func.count()).select_from(Post)) == 2
     assert client.get("/").status_code == 200
-
-
-def test_error_pages_keep_their_headers(client):
-    response = client.get("/auth/logout")
-    assert response.status_code == 405
-    assert set(response.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
-    assert "405 Method Not Allowed" in response.get_data(as_text=True)
-
-
-@pytest.mark.sqlite_only
-def test_backups_are_numbered_and_never_overwritten(app, tmp_path):
-    path = tmp_path / "blog.db"
-    first = back_up(path)
-    second = back_up(path)
-    assert (first.name, second.name) == ("blog.db.bak", "blog.db.bak.1")
-    for backup in (first, second):
-        with sqlite3.connect(backup) as connection:
-            assert connection.execute("SELECT count(*) FROM post").fetchone() == (2,)
-
-
-def test_init_backs_up_sqlite_but_never_drops_a_servers_tables(app, backend):
-    engine = app.extensions["db_engine"]
-    before = rows(engine)
-    if backend == "sqlite":
-        backup = init_db(engine, migration_scripts(app))
-        assert rows(create_engine(f"sqlite:///{backup}"))["post"] == before["post"]
-        assert rows(engine)["post"] == []
-    else:
-        with pytest.raises(
-            DatabaseProblem,
-            match=r"already has tables \(alembic_version, login_failure, post, user, "
-            r"user_session\); drop them yourself after a backup",
-        ):
-            init_db(engine, migration_scripts(app))
-        assert rows(engine) == before
 
 
 @pytest.mark.sqlite_only

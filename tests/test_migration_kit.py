@@ -20,11 +20,12 @@ from pytest_alembic.tests import (  # noqa: F401 (collected by pytest)
 )
 from pytest_alembic.tests.experimental import test_downgrade_leaves_no_trace  # noqa: F401
 
+from before_migrations import make_legacy_database
 from blog.models import Base
 from database_safety import create_engine
 
-from .conftest import ADD_AUTHOR, ADD_SESSIONS, CREATE_USERS, PASSWORD_HASH
-from .legacy import make_legacy_database
+from .pages import PASSWORD_HASH
+from .project import ADD_AUTHOR, ADD_SESSIONS, CREATE_USERS
 
 
 def post(title: str, **columns) -> dict:

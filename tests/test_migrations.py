@@ -11,14 +11,15 @@ from alembic.util import CommandError
 from sqlalchemy import MetaData, Table, create_engine, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
+from before_migrations import LESSON_POSTS, legacy_post
 from blog import create_app
 from blog.db import get_db
 from blog.maintenance import init_db, migration_scripts
 from blog.models import Base, Post
 
-from .conftest import ADD_AUTHOR, REVISIONS
-from .legacy import init_blog, legacy_post
-from .snapshot import current_revision, state
+from .blogs import init_blog
+from .project import ADD_AUTHOR, REVISIONS
+from .snapshot import current_revision, state, titles
 
 
 def legacy_columns(engine):
@@ -290,3 +291,16 @@ def account(id: int, username: str) -> dict:
         "password_hash": "hash",
         "created": datetime(2024, 1, 1),
     }
+
+
+def test_the_lessons_first_blog_is_made_where_alembic_ini_looks(project, runner):
+    made = runner(project / "before_migrations.py")  # typed from another folder
+    assert made.returncode == 0, made.stderr
+    db = project / "blog.db"
+    assert made.stdout == f"Created {db} as the blog made it before migrations, with 3 posts\n"
+    assert titles(db) == [post["title"] for post in LESSON_POSTS]
+    # The posts table alone, no alembic_version: what `alembic upgrade head` starts from.
+    assert inspect(create_engine(f"sqlite:///{db}")).get_table_names() == ["post"]
+    again = runner(project / "before_migrations.py")
+    assert (again.returncode, again.stderr) == (1, f"error: {db} exists; move it away first\n")
+    assert titles(db) == [post["title"] for post in LESSON_POSTS]

@@ -7,7 +7,7 @@ from contextlib import closing
 import pytest
 from sqlalchemy import event
 
-from .conftest import flashes, shows_logged_in
+from .pages import flashes, logged_in_as
 from .webclient import Browser
 
 pytestmark = pytest.mark.sqlite_only  # nothing is cached on a database server
@@ -76,13 +76,13 @@ def test_a_post_is_on_the_index_at_once(client, auth):
 
 def test_a_logged_in_page_is_never_shown_to_anyone_else(client, auth):
     reader = client.application.test_client()
-    assert not shows_logged_in(reader.get("/").get_data(as_text=True), "test")
+    assert logged_in_as(reader.get("/").get_data(as_text=True)) != "test"
 
     auth.login()
-    assert shows_logged_in(client.get("/").get_data(as_text=True), "test")
+    assert logged_in_as(client.get("/").get_data(as_text=True)) == "test"
 
-    assert not shows_logged_in(reader.get("/").get_data(as_text=True), "test")
-    assert shows_logged_in(client.get("/").get_data(as_text=True), "test")
+    assert logged_in_as(reader.get("/").get_data(as_text=True)) != "test"
+    assert logged_in_as(client.get("/").get_data(as_text=True)) == "test"
 
 
 def test_a_message_for_one_reader_is_shown_once_and_to_them_alone(client, auth):

@@ -8,7 +8,8 @@ from sqlalchemy import delete, event, insert, select
 from blog.db import get_db
 from blog.models import Post, User
 
-from .conftest import count_rows, error_beside, field_rules, flashes, form_fields
+from .pages import error_beside, field_rules, flashes, form_fields
+from .snapshot import count_rows
 
 
 def add_posts(app, count, author_id=None):

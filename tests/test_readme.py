@@ -11,8 +11,9 @@ import uuid
 import pytest
 from sqlalchemy import create_engine
 
-from .conftest import PROJECT, SERVER_URL_VARIABLES, alembic
-from .legacy import LESSON_POSTS, make_legacy_database
+from before_migrations import LESSON_POSTS, make_legacy_database
+
+from .project import PROJECT, SERVER_URL_VARIABLES, alembic
 from .server import serving
 from .webclient import Browser
 

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from .legacy import init_blog, make_legacy_blog
+from .blogs import init_blog, make_legacy_blog
 from .server import free_port, serving, wait_for_page
 from .snapshot import titles, version
 
@@ -20,25 +20,6 @@ def test_init_creates_the_database_at_head(project, runner):
     upgrade = runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head")
     assert upgrade.returncode == 0
     assert "Running upgrade" not in upgrade.stderr
-
-
-def test_init_backs_up_an_existing_database_and_never_overwrites_a_backup(project, runner):
-    db = project / "blog.db"
-    make_legacy_blog(db)
-
-    first = runner(project / "run.py", "init")
-    assert first.returncode == 0, first.stderr
-    assert f"Backed up the old database to {project / 'blog.db.bak'}" in first.stdout
-    assert titles(project / "blog.db.bak") == ["Old post"]
-    assert titles(db) == []
-
-    sqlite3.connect(db).execute(
-        "INSERT INTO post (title, body, created) VALUES ('Newer', 'b', '2024-01-01')"
-    ).connection.commit()
-    second = runner(project / "run.py", "init")
-    assert f"Backed up the old database to {project / 'blog.db.bak.1'}" in second.stdout
-    assert titles(project / "blog.db.bak") == ["Old post"]
-    assert titles(project / "blog.db.bak.1") == ["Newer"]
 
 
 def test_init_refuses_a_file_that_is_not_a_database(project, runner):

@@ -14,8 +14,10 @@ import pytest
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from .conftest import ADD_AUTHOR, ADD_SESSIONS, CREATE_USERS, PROJECT, REVISIONS, alembic
-from .legacy import add_posts_on_server, make_legacy_database
+from before_migrations import make_legacy_database
+
+from .blogs import add_posts_on_server
+from .project import ADD_AUTHOR, ADD_SESSIONS, CREATE_USERS, PROJECT, REVISIONS, alembic
 from .server import serving
 from .webclient import Browser
 

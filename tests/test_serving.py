@@ -14,8 +14,8 @@ from sqlalchemy import create_engine, text
 
 from database_safety import back_up
 
-from .conftest import REVISIONS
-from .legacy import add_filler_posts, init_blog
+from .blogs import add_filler_posts, init_blog
+from .project import REVISIONS
 from .server import serving
 from .snapshot import titles, version
 from .webclient import Browser

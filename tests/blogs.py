@@ -1,58 +1,24 @@
-"""Blogs the tests start from: as the blog was before migrations (one model, its
-table made by create_all), as `run.py init` makes it, and with filler posts."""
+"""Blogs the tests start from: as the blog was before migrations (made by
+before_migrations.py), as `run.py init` makes it, with filler posts and accounts."""
 
 import sqlite3
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import (
-    Column,
-    DateTime,
     Engine,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     create_engine,
     text,
 )
 
+from before_migrations import make_legacy_database
 from blog.maintenance import init_db
 from database_safety import create_engine as create_blog_engine
 
-legacy_metadata = MetaData()
-
-legacy_post = Table(
-    "post",
-    legacy_metadata,
-    Column("id", Integer, primary_key=True),
-    Column("title", String(200), nullable=False),
-    Column("body", Text, nullable=False),
-    Column("created", DateTime, nullable=False),
-)
-
-
-# The three posts the README's lesson starts from.
-LESSON_POSTS = [
-    {"title": "Hello, world", "body": "The first post.", "created": datetime(2024, 3, 1, 9)},
-    {"title": "On SQLite", "body": "One file holds it all.", "created": datetime(2024, 3, 2, 9)},
-    {
-        "title": "Still here",
-        "body": "Posts outlive schema changes.",
-        "created": datetime(2024, 3, 3, 9),
-    },
-]
-
-
-def make_legacy_database(engine: Engine, posts: list[dict]) -> None:
-    with engine.begin() as connection:
-        legacy_metadata.create_all(connection)
-        if posts:
-            connection.execute(legacy_post.insert(), posts)
-
+from .pages import PASSWORD_HASH
 
 # The one post of the pre-migration blog.db that most tests start from.
 OLD_POST = {"title": "Old post", "body": "From before migrations.", "created": datetime(2020, 1, 1)}
@@ -102,14 +68,16 @@ def add_posts_on_server(engine: Engine, count: int) -> None:
         )
 
 
-if __name__ == "__main__":
-    # python -m tests.legacy [PATH]: the blog.db you would have had before
-    # migrations, with a few posts, for following the README's lesson.
-    import sys
-    from pathlib import Path
-
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "blog.db").resolve()
-    if path.exists():
-        sys.exit(f"error: {path} exists; move it away first")
-    make_legacy_database(create_engine(f"sqlite:///{path}"), LESSON_POSTS)
-    print(f"Created {path} as the blog made it before migrations, with 3 posts")
+def add_accounts(db):
+    """Two users, each with a post, beside the ownerless posts."""
+    with closing(sqlite3.connect(db)) as connection, connection:
+        for name in ("alice", "bob"):
+            user = connection.execute(
+                "INSERT INTO user (username, password_hash, created) VALUES (?, ?, '2024-01-01')",
+                (name, PASSWORD_HASH),
+            ).lastrowid
+            connection.execute(
+                "INSERT INTO post (title, body, created, author_id) "
+                "VALUES (?, 'text', '2024-01-02', ?)",
+                (f"{name}'s post", user),
+            )

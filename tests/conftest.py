@@ -39,6 +39,8 @@ def pytest_collection_modifyitems(items):
         uses = set(getattr(item, "fixturenames", ()))
         if uses & PROCESS_FIXTURES or item.path.name == "test_browser.py":
             item.add_marker("processes")
+    # The slow ones first, so that the run does not end waiting on one of them.
+    items.sort(key=lambda item: item.get_closest_marker("processes") is None)
 
 
 def pytest_terminal_summary(terminalreporter):

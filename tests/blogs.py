@@ -8,11 +8,7 @@ from pathlib import Path
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import (
-    Engine,
-    create_engine,
-    text,
-)
+from sqlalchemy import Engine, create_engine, text
 
 from before_migrations import make_legacy_database
 from blog.maintenance import init_db

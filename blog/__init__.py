@@ -50,6 +50,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         # A session ends after a day without a request, and two weeks after login.
         SESSION_IDLE_SECONDS=seconds_setting("BLOG_SESSION_IDLE_SECONDS", 24 * 3600),
         SESSION_MAX_SECONDS=seconds_setting("BLOG_SESSION_MAX_SECONDS", 14 * 24 * 3600),
+        # How passwords are hashed (werkzeug's method string): scrypt, slow on purpose.
+        PASSWORD_HASH_METHOD="scrypt",
     )
     if test_config is not None:
         app.config.from_mapping(test_config)
@@ -74,7 +76,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(auth.bp)
     # Made before the first login, which would otherwise take a hash longer,
     # telling that the name it tried has no account.
-    auth.nobodys_password_hash()
+    auth.nobodys_password_hash(app.config["PASSWORD_HASH_METHOD"])
     app.register_blueprint(posts.bp)
     # After auth's before_app_request has loaded the user: the page refusing a
     # form (a bad token, or a body over MAX_CONTENT_LENGTH, which reading the

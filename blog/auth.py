@@ -2,7 +2,7 @@ import functools
 import re
 import secrets
 
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -36,12 +36,16 @@ PASSWORD_MIN_SCORE = 3
 PASSWORD_JUDGED_LENGTH = 32
 
 
+def hash_password(password: str) -> str:
+    return generate_password_hash(password, method=current_app.config["PASSWORD_HASH_METHOD"])
+
+
 @functools.cache
-def nobodys_password_hash() -> str:
+def nobodys_password_hash(method: str) -> str:
     """Checked when nobody has the name given, so that an unknown name takes as
     long to refuse as a wrong password. Made by create_app, not at import:
     hashing is slow on purpose, and importing the blog should not be."""
-    return generate_password_hash(secrets.token_urlsafe())
+    return generate_password_hash(secrets.token_urlsafe(), method=method)
 
 
 # user.username_key is lower(username), with a unique index.
@@ -136,7 +140,7 @@ def register():
         return name_taken(username)
     db.commit()  # no lock held through the hash
     # Hash first: the write lock is taken only once the row is ready.
-    password_hash = generate_password_hash(password)
+    password_hash = hash_password(password)
     db.add(User(username=username, password_hash=password_hash))
     try:
         db.commit()
@@ -169,7 +173,10 @@ def login():
     # End the transaction before the slow password check, so that it never
     # runs while this request holds the write lock.
     db.commit()
-    if not check_password_hash(user.password_hash if user else nobodys_password_hash(), password):
+    method = current_app.config["PASSWORD_HASH_METHOD"]
+    if not check_password_hash(
+        user.password_hash if user else nobodys_password_hash(method), password
+    ):
         flash("Incorrect username or password.", "error")
         if attempt.failures_left == 1:
             flash(
@@ -214,7 +221,7 @@ def change_password():
         errors = refused({"current_password": ["The current password is not right."]})
         return render_template("auth/password.html", field_errors=errors), 401
     db = get_db()
-    user.password_hash = generate_password_hash(new)
+    user.password_hash = hash_password(new)
     clear_failures(key, attempt)
     end_other_sessions(user)
     db.commit()

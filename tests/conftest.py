@@ -18,7 +18,7 @@ from blog.maintenance import init_db, migration_scripts
 from blog.models import Post, User
 
 from .blogs import add_accounts, add_filler_posts, init_blog
-from .pages import PASSWORD_HASH, AuthActions
+from .pages import FAST_PASSWORD_HASH_METHOD, PASSWORD_HASH, AuthActions
 from .project import PROJECT, SERVER_URL_VARIABLES
 from .server import serving
 
@@ -127,6 +127,7 @@ def app(database_url):
             "DATABASE_URL": database_url,
             "SECRET_KEY": "test",
             "POSTS_PER_PAGE": 3,
+            "PASSWORD_HASH_METHOD": FAST_PASSWORD_HASH_METHOD,
             "CHECK_DATABASE": False,  # init_db makes it next
         }
     )

@@ -36,6 +36,17 @@ def test_register(app, client, auth):
     assert "alice" in client.get("/users").get_data(as_text=True)
 
 
+def test_the_blog_keeps_passwords_as_scrypt_hashes(app, auth):
+    app.config["PASSWORD_HASH_METHOD"] = create_app(
+        {"DATABASE_URL": "sqlite://", "SECRET_KEY": "test", "CHECK_DATABASE": False}
+    ).config["PASSWORD_HASH_METHOD"]  # the blog's own, not the tests' faster one
+    auth.post("/auth/register", {"username": "alice", "password": "a good password"})
+    with app.app_context():
+        stored = get_db().scalar(select(User.password_hash).where(User.username == "alice"))
+    assert stored.startswith("scrypt:")
+    assert auth.login("alice", "a good password").status_code == 302
+
+
 def test_taken_username_gives_the_form_back(app, auth):
     count = count_rows(app, User)
     response = auth.post("/auth/register", {"username": "test", "password": PASSWORD})

@@ -220,26 +220,24 @@ def blog_env(backend, database_url):
 
 
 @pytest.fixture
-def served_blog(project, runner, blog_env):
-    """The blog served by `python run.py` from a copy of the project."""
-    init_blog(project, blog_env)
-    # A file, not a pipe: nobody reads the request log while the test runs.
-    command = [sys.executable, project / "run.py", "--port"]
-    with serving(command, project / "server.log", blog_env) as base_url:
-        yield base_url
-
-
-@pytest.fixture
 def serve(project):
-    """Start `python run.py` on a new blog.db with the given settings; its base URL."""
+    """Start `python run.py` from a copy of the project, with these options and
+    settings (BLOG_* variables), on a new database; its base URL."""
     with contextlib.ExitStack() as servers:
 
         def start(*options, **settings):
-            init_blog(project)
+            init_blog(project, settings)
+            # A file, not a pipe: nobody reads the request log while the test runs.
             command = [sys.executable, project / "run.py", *options, "--port"]
             return servers.enter_context(serving(command, project / "server.log", settings))
 
         yield start
+
+
+@pytest.fixture
+def served_blog(serve, blog_env):
+    """The blog served by `python run.py` from a copy of the project."""
+    return serve(**blog_env)
 
 
 @pytest.fixture

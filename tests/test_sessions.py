@@ -14,20 +14,12 @@ from blog.models import Post, User, UserSession, utcnow
 
 from .pages import PASSWORD, AuthActions, flashes, logged_in_as
 from .snapshot import count_rows
-from .webclient import Browser
-
-# What the accounts made through the real server type (the registration form
-# refuses the test client's PASSWORD, which is made straight into the database).
-PASS_PHRASE = "a long pass phrase"
+from .webclient import SIGN_UP_PASSWORD, Browser
 
 
-def logged_in(base_url: str, username: str, password: str = PASS_PHRASE) -> Browser:
+def logged_in(base_url: str, username: str) -> Browser:
     browser = Browser(base_url)
-    browser.open_form("/auth/register")
-    browser.request("/auth/register", {"username": username, "password": password})
-    browser.open_form("/auth/login")
-    status, _, _ = browser.request("/auth/login", {"username": username, "password": password})
-    assert status == 302
+    assert browser.sign_up(username)
     assert logged_in_as(browser.request("/")[2]) == username
     return browser
 
@@ -69,12 +61,13 @@ def test_changing_the_password_logs_out_every_other_browser(serve):
     laptop = logged_in(base_url, "alice")
     phone = Browser(base_url)
     phone.open_form("/auth/login")
-    phone.request("/auth/login", {"username": "alice", "password": PASS_PHRASE})
+    phone.request("/auth/login", {"username": "alice", "password": SIGN_UP_PASSWORD})
     stolen = saved_cookie(phone)
 
     laptop.open_form("/auth/password")
     status, _, _ = laptop.request(
-        "/auth/password", {"current_password": PASS_PHRASE, "new_password": "another pass phrase"}
+        "/auth/password",
+        {"current_password": SIGN_UP_PASSWORD, "new_password": "another pass phrase"},
     )
     assert status == 302
     assert logged_in_as(laptop.request("/")[2]) == "alice"

@@ -13,6 +13,10 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+# The password of every account that sign_up makes.
+SIGN_UP_PASSWORD = "writer password"
+
+
 class Browser:
     """One user of the blog over HTTP: keeps its cookies and its forms' token."""
 
@@ -47,7 +51,7 @@ class Browser:
         """Register (or find the name taken), log in and open the new-post form,
         starting again while a migration answers 503 or ends the session;
         False if the event stop is set first."""
-        account = {"username": username, "password": "writer password"}
+        account = {"username": username, "password": SIGN_UP_PASSWORD}
         deadline = time.monotonic() + seconds
         while not (
             self.open_form("/auth/register")

@@ -18,7 +18,7 @@ from blog.maintenance import init_db, migration_scripts
 from blog.models import Post, User
 
 from .blogs import add_accounts, add_filler_posts, init_blog
-from .pages import FAST_PASSWORD_HASH_METHOD, PASSWORD_HASH, AuthActions
+from .pages import COMPILED_TEMPLATES, FAST_PASSWORD_HASH_METHOD, PASSWORD_HASH, AuthActions
 from .project import PROJECT, SERVER_URL_VARIABLES
 from .server import serving
 
@@ -131,6 +131,7 @@ def app(database_url):
             "CHECK_DATABASE": False,  # init_db makes it next
         }
     )
+    app.jinja_env.bytecode_cache = COMPILED_TEMPLATES
     init_db(app.extensions["db_engine"], migration_scripts(app))
     with app.app_context():
         db = get_db()

@@ -14,6 +14,7 @@ from database_safety import database_url
 from . import auth, csrf, db, headers, pagecache, posts
 from .maintenance import check_database, migration_scripts
 from .models import MAX_ID
+from .sessions import CookieSignedNowAndThen
 
 
 class IdConverter(IntegerConverter):
@@ -55,9 +56,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     if test_config is not None:
         app.config.from_mapping(test_config)
-    # Flask refuses a cookie signed longer ago than this, and signs it anew on
-    # every request: an idle timeout.
+    # Flask refuses a cookie signed longer ago than this, and requests sign it
+    # anew: an idle timeout.
     app.config["PERMANENT_SESSION_LIFETIME"] = app.config["SESSION_IDLE_SECONDS"]
+    app.session_interface = CookieSignedNowAndThen()
     if "DATABASE_URL" not in app.config:
         app.config["DATABASE_URL"] = database_url(db.alembic_config(app.config["ALEMBIC_INI"]))
     if not app.config.get("SECRET_KEY"):
@@ -69,10 +71,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.add_url_rule("/favicon.ico", "favicon", favicon)
     app.register_error_handler(HTTPException, show_error)
     app.register_error_handler(SecurityError, refuse_plainly)
-    app.after_request(headers.add_security_headers)
     db.init_app(app)
     if app.config["CHECK_DATABASE"]:
         check_database(app.extensions["db_read_engine"], migration_scripts(app))
+    # A page from the cache needs no user: looked up before auth loads one.
+    pagecache.init_app(app)
+    app.after_request(headers.add_security_headers)
     app.register_blueprint(auth.bp)
     # Made before the first login, which would otherwise take a hash longer,
     # telling that the name it tried has no account.
@@ -82,7 +86,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     # form (a bad token, or a body over MAX_CONTENT_LENGTH, which reading the
     # token finds) still shows who is logged in.
     csrf.init_app(app)
-    pagecache.init_app(app)
     return app
 
 

@@ -1,5 +1,5 @@
-"""The pages anonymous readers see, rendered once per worker process and kept
-until any process commits anything to the database.
+"""Pages rendered once per worker process and kept until any process commits
+anything to the database.
 
 SQLite's `PRAGMA data_version` changes, for a connection, whenever another
 connection has committed to the file: a post, a migration, `run.py restore`,
@@ -8,28 +8,45 @@ kept for nothing else, and empties the cache if it moved. A page is kept only
 if no commit was seen between that check and the page's end: its reads began
 after the check, so it is never older than the last commit the next request
 will look for. On a database server nothing is cached.
+
+An anonymous reader's page is kept by its address, and a request that carries
+no session cookie is answered from the cache before Flask sees it: nothing in
+such a request could make its page differ. A logged-in reader's page is kept
+for that login alone (the cookie's token) and until the session's lifetime
+ends; logging out, a new password, or a deleted account is a commit, which
+empties the cache.
 """
 
 import os
 import sqlite3
 import threading
 from collections import OrderedDict
+from datetime import datetime
+from typing import NamedTuple
 
 from flask import Response, current_app, g, request, session
 
 from .db import refuse_a_moved_file
+from .models import utcnow
 
-# The read-only pages a reader who is not logged in may be shown from the cache.
+# The read-only pages that may be shown from the cache.
 CACHEABLE_ENDPOINTS = frozenset({"posts.index", "posts.detail", "posts.users", "posts.user"})
 # Pages per worker process (a few KiB each); the oldest goes first.
 MAX_PAGES = 500
+
+
+class Page(NamedTuple):
+    body: bytes
+    status: str
+    headers: list[tuple[str, str]]  # as sent, the security headers included
+    ends: datetime | None  # a logged-in page: when its session's lifetime ends
 
 
 class PageCache:
     def __init__(self, path) -> None:
         self.path = path
         self.lock = threading.Lock()
-        self.pages: OrderedDict[str, tuple[bytes, int, list]] = OrderedDict()
+        self.pages: OrderedDict[tuple[str, str], Page] = OrderedDict()
         self.version: int | None = None
         self.watcher: sqlite3.Connection | None = None
         self.watcher_pid: int | None = None
@@ -49,16 +66,19 @@ class PageCache:
         assert self.watcher is not None
         return self.watcher.execute("PRAGMA data_version").fetchone()[0]
 
-    def look_up(self, key: str) -> tuple[int, tuple[bytes, int, list] | None]:
+    def look_up(self, key: tuple[str, str]) -> tuple[int, Page | None]:
         """The version the cache now holds pages of, and the page kept under key."""
         with self.lock:
             version = self.current_version()
             if version != self.version:
                 self.pages.clear()
                 self.version = version
-            return version, self.pages.get(key)
+            page = self.pages.get(key)
+        if page is not None and page.ends is not None and page.ends <= utcnow():
+            page = None  # its session is over: the page made now says so
+        return version, page
 
-    def keep(self, key: str, version: int, page: tuple[bytes, int, list]) -> None:
+    def keep(self, key: tuple[str, str], version: int, page: Page) -> None:
         with self.lock:
             if version != self.version:
                 return  # a commit was seen since the page began: it may be older
@@ -67,46 +87,93 @@ class PageCache:
                 self.pages.popitem(last=False)
 
 
-def cacheable() -> bool:
-    return (
-        request.method in ("GET", "HEAD")
-        and request.endpoint in CACHEABLE_ENDPOINTS
-        and g.user is None
-        and "_flashes" not in session
-    )
+ANONYMOUS = ""  # the reader a key names when nobody is logged in
+
+
+def address(environ: dict) -> str:
+    """A page's address as the request gave it; only a page served whole to it is kept."""
+    return f"{environ.get('HTTP_HOST', '')}{environ['PATH_INFO']}?{environ['QUERY_STRING']}"
+
+
+class AnonymousPagesFirst:
+    """Around the Flask app: a request without the session cookie is answered
+    from the cache if it can be, before Flask parses anything."""
+
+    def __init__(self, app, wsgi_app) -> None:
+        self.cache = app.extensions["page_cache"]
+        self.database_file = app.extensions["db_file"]
+        self.cookie_name = app.config["SESSION_COOKIE_NAME"]
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        method = environ["REQUEST_METHOD"]
+        if (
+            method in ("GET", "HEAD")
+            # Any mention of the name sends the request the long way, which is always right.
+            and self.cookie_name not in environ.get("HTTP_COOKIE", "")
+            and self.database_file.still_there()
+        ):
+            try:
+                _, page = self.cache.look_up((ANONYMOUS, address(environ)))
+            except sqlite3.Error:
+                page = None  # the page, made the usual way, says what is wrong
+            if page is not None:
+                start_response(page.status, page.headers)
+                return [page.body] if method == "GET" else []
+        return self.wsgi_app(environ, start_response)
+
+
+def reader() -> str | None:
+    """Whose page this request asks for, by the session cookie; None if it is not cached."""
+    if request.endpoint not in CACHEABLE_ENDPOINTS or "_flashes" in session:
+        return None
+    token = session.get("token")
+    return token if isinstance(token, str) else ANONYMOUS
 
 
 def serve_from_cache():
+    if request.method not in ("GET", "HEAD"):
+        return None
     cache = current_app.extensions["page_cache"]
-    if cache is None or not cacheable():
+    key = reader()
+    if cache is None or key is None:
         return None
     refuse_a_moved_file()  # a cached page must not outlive its file either
     try:
-        g.page_version, page = cache.look_up(request.full_path)
+        g.page_version, page = cache.look_up((key, address(request.environ)))
     except sqlite3.Error:
         return None  # the page, made the usual way, says what is wrong
     if page is None:
         return None
     g.page_version = None  # a page from the cache is not kept again
-    body, status, headers = page
-    return Response(body, status, headers)
+    return Response(page.body, page.status, page.headers)
 
 
 def keep_in_cache(response: Response) -> Response:
+    """The page as sent, once the security headers are on it."""
     version = g.pop("page_version", None)
-    if version is not None and response.status_code == 200 and not response.is_streamed:
-        current_app.extensions["page_cache"].keep(
-            request.full_path,
-            version,
-            (response.get_data(), response.status_code, list(response.headers.items())),
-        )
+    if version is None or response.status_code != 200 or response.is_streamed:
+        return response
+    # As Flask says of any page that read the session, as this one did; for a
+    # request without a cookie the cache answers before Flask can.
+    response.vary.add("Cookie")
+    if g.user is None:
+        key, ends = ANONYMOUS, None
+    else:
+        key, ends = session["token"], g.session_ends
+    page = Page(response.get_data(), response.status, list(response.headers.items()), ends)
+    current_app.extensions["page_cache"].keep((key, address(request.environ)), version, page)
     return response
 
 
 def init_app(app) -> None:
-    """After auth has loaded the user, and before the security headers, which
-    every response gets anew."""
+    """Before auth loads the user (a cached page needs no user) and after the
+    security headers are added (registered later, so run sooner)."""
     database_file = app.extensions["db_file"]
-    app.extensions["page_cache"] = PageCache(database_file.path) if database_file else None
+    if database_file is None:
+        app.extensions["page_cache"] = None
+        return
+    app.extensions["page_cache"] = PageCache(database_file.path)
     app.before_request(serve_from_cache)
     app.after_request(keep_in_cache)
+    app.wsgi_app = AnonymousPagesFirst(app, app.wsgi_app)

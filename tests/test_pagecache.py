@@ -2,6 +2,7 @@
 process, never a logged-in page or a message meant for one reader."""
 
 import sqlite3
+import time
 from contextlib import closing
 
 import pytest
@@ -61,6 +62,44 @@ def test_an_anonymous_page_is_made_once_until_anything_commits(
 
     commit_elsewhere(database_url, statement)
     assert then_shown in client.get(path).get_data(as_text=True)
+
+
+def test_a_logged_in_page_is_made_once_for_its_session_until_anything_commits(
+    client, auth, statements, database_url
+):
+    auth.login()
+    client.get("/")  # "Logged in as test.", shown once
+    first = client.get("/").get_data(as_text=True)
+    assert logged_in_as(first) == "test"
+    made = len(statements)
+
+    assert client.get("/").get_data(as_text=True) == first
+    assert len(statements) == made  # neither the page nor who is logged in was read again
+
+    commit_elsewhere(database_url, RETITLE.format(2))
+    assert "Retitled elsewhere" in client.get("/").get_data(as_text=True)
+
+
+def test_a_logged_in_page_from_the_cache_ends_with_its_session(app, client, auth):
+    app.config["SESSION_MAX_SECONDS"] = 1
+    auth.login()
+    assert logged_in_as(client.get("/").get_data(as_text=True)) == "test"
+    time.sleep(1.1)
+    assert logged_in_as(client.get("/").get_data(as_text=True)) is None
+
+
+def test_a_page_from_the_cache_is_sent_as_the_first_was(client):
+    first = client.get("/")
+    again = client.get("/")
+    assert again.status == first.status == "200 OK"
+    assert again.get_data() == first.get_data()
+    assert sorted(again.headers.items()) == sorted(first.headers.items())
+    assert again.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    assert again.headers["Cache-Control"] == "no-store"
+
+    head = client.head("/")
+    assert head.get_data() == b""
+    assert head.headers["Content-Length"] == first.headers["Content-Length"]
 
 
 def test_a_post_is_on_the_index_at_once(client, auth):

@@ -126,6 +126,18 @@ def test_sessions_end_after_their_lifetime(app, client, auth):
     assert logged_in_as(client.get("/").get_data(as_text=True)) is None
 
 
+def test_the_cookie_is_signed_anew_once_a_tenth_of_the_idle_time_has_passed(app, client, auth):
+    app.config["PERMANENT_SESSION_LIFETIME"] = 10  # seconds, as SESSION_IDLE_SECONDS sets it
+    auth.login()
+    client.get("/")  # "Logged in as test.", shown once: the session changes
+    assert "Set-Cookie" not in client.get("/").headers  # signed just now
+    time.sleep(2)  # the cookie's time is in whole seconds: at least 1 s has passed
+    renewed = client.get("/")
+    assert renewed.headers["Set-Cookie"].startswith("session=")
+    assert logged_in_as(renewed.get_data(as_text=True)) == "test"
+    assert logged_in_as(client.get("/").get_data(as_text=True)) == "test"
+
+
 def test_change_password_ends_other_sessions(app, client, auth):
     other = app.test_client()
     AuthActions(other).login()

@@ -1,6 +1,6 @@
 """The blog under load: `python run.py` on a real socket, driven by wrk.
 
-    python -m benchmarks.load [--seconds 5] [--repeat 3] [--json FILE]
+    python -m benchmarks.load [--seconds 5] [--repeat 3] [--json FILE] [--flaskr DIR]
 
 Needs wrk (Debian: `apt-get install wrk`). Builds a blog.db of 10,000 posts
 by 10 users, serves it as `python run.py` does, and measures, with wrk's
@@ -11,6 +11,9 @@ keep-alive clients:
 - the same index served by benchmarks/flaskr_baseline.py (a Flask view on raw
   sqlite3, as flaskr does it) and its bytes by benchmarks/static_baseline.py (a
   WSGI app that only returns them), under the same granian, in the same rounds;
+- writers at 1 and 8 clients, each getting the new-post form and posting it;
+- with --flaskr, the Flask tutorial's flaskr itself (benchmarks/flaskr_app.py)
+  in the same rounds: its `/` with 10 posts, and its writers;
 - readers of `/` beside 2 writers posting as fast as they can;
 - readers while another process holds a large write transaction on blog.db;
 - readers beside 4 users logging in over and over.
@@ -33,6 +36,7 @@ from pathlib import Path
 
 from werkzeug.security import generate_password_hash
 
+from benchmarks.flaskr_app import build_database as build_flaskr_database
 from blog import create_app
 from blog.maintenance import init_db, migration_scripts
 from run import DEFAULT_THREADS, DEFAULT_WORKERS
@@ -42,8 +46,10 @@ from tests.webclient import Browser
 
 POSTS = 10_000
 USERS = 10
+FLASKR_USER = "flaskr"
 PASSWORD = "load password"
 CLIENTS = (1, 4, 16, 64)
+WRITERS = (1, 8)
 BUSY_CLIENTS = 4  # readers in the scenarios with writers, a write lock, logins
 
 # wrk prints its own summary; this adds one line of JSON that is easy to read back.
@@ -59,17 +65,28 @@ done = function(summary, latency, requests)
 end
 """
 
+ANONYMOUS_PAGES = ("/", "/post/<id>", "/users/<name>")
+
+
+def clients_named(clients: int) -> str:
+    return f"{clients} client{'s' * (clients != 1)}"
+
+
 TARGETS = [
-    # (what, how it is worked out, at least or at most, the target)
+    # (what, how it is worked out, at least or at most, the target); those
+    # against flaskr only with --flaskr
     *(
-        (f"index req/s, blog / baseline, {clients} client{'s' * (clients != 1)}", ">=", 1.0)
+        (f"slowest anonymous page / flaskr /, {clients_named(clients)}", ">=", 1.0)
         for clients in CLIENTS
     ),
+    ("index logged in / flaskr /, 16 clients", ">=", 0.8),
+    *((f"posts/s, blog / flaskr, {clients_named(clients)}", ">=", 1.0) for clients in WRITERS),
     *(
-        (f"index req/s, blog / static page, {clients} client{'s' * (clients != 1)}", ">=", 0.5)
+        (f"slowest anonymous page / static page, {clients_named(clients)}", ">=", 0.5)
         for clients in CLIENTS
     ),
-    ("index req/s logged in, blog / baseline, 16 clients", ">=", 0.8),
+    *((f"index / baseline, {clients_named(clients)}", ">=", 1.0) for clients in CLIENTS),
+    ("index logged in / baseline, 16 clients", ">=", 0.8),
     ("index p99 at 16 clients / queueing ideal (16 / req/s)", "<=", 3.0),
     ("readers beside 2 writers / readers alone", ">=", 0.7),
     ("readers during a long write: failed requests", "<=", 0),
@@ -163,6 +180,38 @@ def writer(browser: Browser, n: int):
     return lambda: browser.request("/create", {"title": f"by writer{n}", "body": "text"})[0]
 
 
+def poster(sign_in):
+    """A writer as a person is one: each post gets the form, then sends it."""
+
+    def action(browser: Browser, n: int):
+        sign_in(browser, n)
+
+        def step():
+            browser.open_form("/create")
+            return browser.request("/create", {"title": f"by writer{n}", "body": "text"})[0]
+
+        return step
+
+    return action
+
+
+def blog_sign_in(browser: Browser, n: int) -> None:
+    browser.sign_up(f"poster{n}")
+
+
+def flaskr_sign_in(browser: Browser, n: int) -> None:
+    account = {"username": FLASKR_USER, "password": PASSWORD}
+    assert browser.request("/auth/login", account)[0] == 302
+
+
+def posts_per_second(base_url: str, clients: int, sign_in, seconds: int) -> dict:
+    with Users(base_url, clients, poster(sign_in)) as users:
+        time.sleep(seconds)
+    summary = users.summary(seconds)
+    assert summary["statuses"] == [302], summary  # each post stored, then shown
+    return {"posts/s": summary["requests/s"], "p99 ms": summary["p99 ms"]}
+
+
 def login(browser: Browser, n: int):
     def step():
         browser.open_form("/auth/login")
@@ -211,7 +260,7 @@ def write_lock_held(database: Path, seconds: float):
         process.wait(seconds + 30)
 
 
-def measure(database: Path, seconds: int, repeat: int, work: Path) -> dict:
+def measure(database: Path, seconds: int, repeat: int, work: Path, flaskr: Path | None) -> dict:
     report = work / "report.lua"
     report.write_text(WRK_REPORT)
     env = {
@@ -223,37 +272,56 @@ def measure(database: Path, seconds: int, repeat: int, work: Path) -> dict:
     pages = {"/": "/", "/post/<id>": f"/post/{post_id}", "/users/<name>": "/users/user1"}
     results = {}
     baseline_command = [sys.executable, "-m", "benchmarks.flaskr_baseline"]
-    with (
-        serving([sys.executable, "run.py", "--port"], work / "blog.log", env, PROJECT) as blog,
-        serving(baseline_command, work / "baseline.log", env, PROJECT) as baseline,
-    ):
+    with contextlib.ExitStack() as servers:
+        blog = servers.enter_context(
+            serving([sys.executable, "run.py", "--port"], work / "blog.log", env, PROJECT)
+        )
+        baseline = servers.enter_context(
+            serving(baseline_command, work / "baseline.log", env, PROJECT)
+        )
         (work / "index.html").write_bytes(urllib.request.urlopen(blog + "/").read())
         static_env = {"STATIC_PAGE": str(work / "index.html")}
         static_command = [sys.executable, "-m", "benchmarks.static_baseline"]
+        static = servers.enter_context(
+            serving(static_command, work / "static.log", static_env, PROJECT)
+        )
+        others = {"baseline": baseline, "static": static}
+        if flaskr:
+            flaskr_database = work / "flaskr.sqlite"
+            build_flaskr_database(flaskr, flaskr_database, FLASKR_USER, PASSWORD)
+            flaskr_env = {"FLASKR_DIR": str(flaskr), "FLASKR_DATABASE": str(flaskr_database)}
+            flaskr_command = [sys.executable, "-m", "benchmarks.flaskr_app"]
+            others["flaskr"] = flaskr_url = servers.enter_context(
+                serving(flaskr_command, work / "flaskr.log", flaskr_env, PROJECT)
+            )
         logged_in = Browser(blog)
         logged_in.open_form("/auth/login")
         assert (
             logged_in.request("/auth/login", {"username": "user1", "password": PASSWORD})[0] == 302
         )
+        logged_in.request("/")  # shows "Logged in as user1." once, as a browser would
         cookie = "; ".join(f"{c.name}={c.value}" for c in logged_in.cookies)
         rounds = []
-        with serving(static_command, work / "static.log", static_env, PROJECT) as static:
-            for round_ in range(repeat):
-                print(f"pages, round {round_ + 1} of {repeat}...", file=sys.stderr, flush=True)
-                figures = {}
-                for clients in CLIENTS:
-                    for name, path in pages.items():
-                        figures[f"blog {name}, {clients}"] = wrk(
-                            blog + path, clients, seconds, report
-                        )
-                    figures[f"blog / logged in, {clients}"] = wrk(
-                        blog + "/", clients, seconds, report, cookie
+        for round_ in range(repeat):
+            print(f"pages, round {round_ + 1} of {repeat}...", file=sys.stderr, flush=True)
+            figures = {}
+            for clients in CLIENTS:
+                for name, path in pages.items():
+                    figures[f"blog {name}, {clients}"] = wrk(blog + path, clients, seconds, report)
+                figures[f"blog / logged in, {clients}"] = wrk(
+                    blog + "/", clients, seconds, report, cookie
+                )
+                for other, url in others.items():
+                    figures[f"{other} /, {clients}"] = wrk(url + "/", clients, seconds, report)
+            for clients in WRITERS:
+                figures[f"blog writers, {clients}"] = posts_per_second(
+                    blog, clients, blog_sign_in, seconds
+                )
+                if flaskr:
+                    figures[f"flaskr writers, {clients}"] = posts_per_second(
+                        flaskr_url, clients, flaskr_sign_in, seconds
                     )
-                    figures[f"baseline /, {clients}"] = wrk(
-                        baseline + "/", clients, seconds, report
-                    )
-                    figures[f"static /, {clients}"] = wrk(static + "/", clients, seconds, report)
-                rounds.append(figures)
+            rounds.append(figures)
         results["pages"] = {
             key: median_of([figures[key] for figures in rounds]) for key in rounds[0]
         }
@@ -277,36 +345,50 @@ def ratios(results: dict) -> dict:
     pages, busy = results["pages"], results["busy"]
     index16 = pages["blog /, 16"]
     readers = [figures for name, figures in busy.items() if name.startswith("readers")]
+
+    def rate(key: str) -> float:
+        return pages[key]["req/s"]
+
+    def slowest_anonymous(clients: int) -> float:
+        return min(rate(f"blog {name}, {clients}") for name in ANONYMOUS_PAGES)
+
+    found = {}
+    if "flaskr /, 1" in pages:
+        for clients in CLIENTS:
+            found[f"slowest anonymous page / flaskr /, {clients_named(clients)}"] = (
+                slowest_anonymous(clients) / rate(f"flaskr /, {clients}")
+            )
+        found["index logged in / flaskr /, 16 clients"] = rate("blog / logged in, 16") / rate(
+            "flaskr /, 16"
+        )
+        for clients in WRITERS:
+            found[f"posts/s, blog / flaskr, {clients_named(clients)}"] = (
+                pages[f"blog writers, {clients}"]["posts/s"]
+                / pages[f"flaskr writers, {clients}"]["posts/s"]
+            )
+    for clients in CLIENTS:
+        found[f"slowest anonymous page / static page, {clients_named(clients)}"] = (
+            slowest_anonymous(clients) / rate(f"static /, {clients}")
+        )
+    for clients in CLIENTS:
+        found[f"index / baseline, {clients_named(clients)}"] = rate(f"blog /, {clients}") / rate(
+            f"baseline /, {clients}"
+        )
+    long_write = busy["readers during a long write"]
     return {
-        **{
-            f"index req/s, blog / baseline, {clients} client{'s' * (clients != 1)}": pages[
-                f"blog /, {clients}"
-            ]["req/s"]
-            / pages[f"baseline /, {clients}"]["req/s"]
-            for clients in CLIENTS
-        },
-        **{
-            f"index req/s, blog / static page, {clients} client{'s' * (clients != 1)}": pages[
-                f"blog /, {clients}"
-            ]["req/s"]
-            / pages[f"static /, {clients}"]["req/s"]
-            for clients in CLIENTS
-        },
-        "index req/s logged in, blog / baseline, 16 clients": pages["blog / logged in, 16"]["req/s"]
-        / pages["baseline /, 16"]["req/s"],
+        **found,
+        "index logged in / baseline, 16 clients": rate("blog / logged in, 16")
+        / rate("baseline /, 16"),
         "index p99 at 16 clients / queueing ideal (16 / req/s)": index16["p99 ms"]
         / (16 / index16["req/s"] * 1000),
         "readers beside 2 writers / readers alone": busy["readers beside 2 writers"]["req/s"]
         / busy["readers alone"]["req/s"],
-        "readers during a long write: failed requests": busy["readers during a long write"][
-            "failed"
-        ]
-        + busy["readers during a long write"]["not ok"],
-        "readers during a long write: p99 / idle p99": busy["readers during a long write"]["p99 ms"]
+        "readers during a long write: failed requests": long_write["failed"] + long_write["not ok"],
+        "readers during a long write: p99 / idle p99": long_write["p99 ms"]
         / busy["readers alone"]["p99 ms"],
         # wrk counts every status of 400 or more; no reader expects one.
         "responses of 500 or more, anywhere": sum(
-            figures["not ok"] for figures in [*pages.values(), *readers]
+            figures.get("not ok", 0) for figures in [*pages.values(), *readers]
         )
         + busy["2 writers"]["500s"]
         + busy["4 logging in"]["500s"],
@@ -314,18 +396,35 @@ def ratios(results: dict) -> dict:
 
 
 def print_tables(results: dict, found: dict) -> None:
-    print("| page | clients | blog req/s | p50 ms | p99 ms | baseline req/s | static req/s |")
-    print("|---|---|---|---|---|---|---|")
     pages = results["pages"]
+    others = [other for other in ("flaskr", "baseline", "static") if f"{other} /, 1" in pages]
+    print(
+        "| page | clients | blog req/s | p50 ms | p99 ms | "
+        + " | ".join(f"{other} `/` req/s" for other in others)
+        + " |"
+    )
+    print("|---" * (5 + len(others)) + "|")
     for clients in CLIENTS:
         for name in ("/", "/ logged in", "/post/<id>", "/users/<name>"):
             blog = pages[f"blog {name}, {clients}"]
-            base, static = (pages[f"{other} /, {clients}"] for other in ("baseline", "static"))
             print(
                 f"| `{name}` | {clients} | {blog['req/s']:,.0f} | {blog['p50 ms']:.1f} | "
                 f"{blog['p99 ms']:.1f} | "
-                + (f"{base['req/s']:,.0f} | {static['req/s']:,.0f} |" if name == "/" else "| |")
+                + " | ".join(
+                    f"{pages[f'{other} /, {clients}']['req/s']:,.0f}" if name == "/" else ""
+                    for other in others
+                )
+                + " |"
             )
+    print("\n| writers (get the form, post it) | blog posts/s | p99 ms | flaskr posts/s | p99 ms |")
+    print("|---|---|---|---|---|")
+    for clients in WRITERS:
+        blog = pages[f"blog writers, {clients}"]
+        flaskr = pages.get(f"flaskr writers, {clients}")
+        print(
+            f"| {clients} | {blog['posts/s']:,.1f} | {blog['p99 ms']:.0f} | "
+            + (f"{flaskr['posts/s']:,.1f} | {flaskr['p99 ms']:.0f} |" if flaskr else " | |")
+        )
     print(f"\n| `/` at {BUSY_CLIENTS} clients | req/s | p99 ms | max ms | failed |")
     print("|---|---|---|---|---|")
     for name, figures in results["busy"].items():
@@ -341,7 +440,12 @@ def print_tables(results: dict, found: dict) -> None:
             f"{figures['p99 ms']:.0f} ms, statuses {figures['statuses']}) | | | | |"
         )
     print()
+    if "flaskr" not in others:
+        print("(flaskr not measured: --flaskr DIR names the examples/tutorial folder of a")
+        print(" checkout of pallets/flask)")
     for name, sense, target in TARGETS:
+        if name not in found:
+            continue
         value = found[name]
         meets = value >= target if sense == ">=" else value <= target
         print(f"{name:<55} {value:6.2f}  ({'meets' if meets else 'MISSES'} {sense} {target})")
@@ -368,6 +472,11 @@ def main() -> None:
         default=Path("bench-load-results.json"),
         help="where to write the figures (default: %(default)s)",
     )
+    parser.add_argument(
+        "--flaskr",
+        type=Path,
+        help="the examples/tutorial folder of a checkout of pallets/flask, to measure flaskr too",
+    )
     parser.add_argument("--hold-write-lock", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.hold_write_lock:
@@ -378,7 +487,7 @@ def main() -> None:
         database = Path(work) / "blog.db"
         print(f"building a blog.db of {POSTS:,} posts...", file=sys.stderr, flush=True)
         build_database(database)
-        results = measure(database, args.seconds, args.repeat, Path(work))
+        results = measure(database, args.seconds, args.repeat, Path(work), args.flaskr)
     found = ratios(results)
     machine = (
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "

@@ -35,6 +35,11 @@ CACHEABLE_ENDPOINTS = frozenset({"posts.index", "posts.detail", "posts.users", "
 MAX_PAGES = 500
 
 
+# Whose pages a key names: nobody logged in, or one login (see logged_in_reader).
+Reader = tuple[str | None, ...]
+ANONYMOUS: Reader = ()
+
+
 class Page(NamedTuple):
     body: bytes
     status: str
@@ -46,7 +51,7 @@ class PageCache:
     def __init__(self, path) -> None:
         self.path = path
         self.lock = threading.Lock()
-        self.pages: OrderedDict[tuple[str, str], Page] = OrderedDict()
+        self.pages: OrderedDict[tuple[Reader, str], Page] = OrderedDict()
         self.version: int | None = None
         self.watcher: sqlite3.Connection | None = None
         self.watcher_pid: int | None = None
@@ -66,7 +71,7 @@ class PageCache:
         assert self.watcher is not None
         return self.watcher.execute("PRAGMA data_version").fetchone()[0]
 
-    def look_up(self, key: tuple[str, str]) -> tuple[int, Page | None]:
+    def look_up(self, key: tuple[Reader, str]) -> tuple[int, Page | None]:
         """The version the cache now holds pages of, and the page kept under key."""
         with self.lock:
             version = self.current_version()
@@ -78,7 +83,7 @@ class PageCache:
             page = None  # its session is over: the page made now says so
         return version, page
 
-    def keep(self, key: tuple[str, str], version: int, page: Page) -> None:
+    def keep(self, key: tuple[Reader, str], version: int, page: Page) -> None:
         with self.lock:
             if version != self.version:
                 return  # a commit was seen since the page began: it may be older
@@ -87,12 +92,9 @@ class PageCache:
                 self.pages.popitem(last=False)
 
 
-ANONYMOUS = ""  # the reader a key names when nobody is logged in
-
-
 def address(environ: dict) -> str:
     """A page's address as the request gave it; only a page served whole to it is kept."""
-    return f"{environ.get('HTTP_HOST', '')}{environ['PATH_INFO']}?{environ['QUERY_STRING']}"
+    return f"{environ.get('HTTP_HOST', '')}{environ['PATH_INFO']}?{environ.get('QUERY_STRING', '')}"
 
 
 class AnonymousPagesFirst:
@@ -118,17 +120,22 @@ class AnonymousPagesFirst:
             except sqlite3.Error:
                 page = None  # the page, made the usual way, says what is wrong
             if page is not None:
-                start_response(page.status, page.headers)
+                start_response(page.status, list(page.headers))  # the server may add to it
                 return [page.body] if method == "GET" else []
         return self.wsgi_app(environ, start_response)
 
 
-def reader() -> str | None:
-    """Whose page this request asks for, by the session cookie; None if it is not cached."""
+def reader() -> Reader | None:
+    """Whose page this request asks for, by its signed cookie; None if it is not cached."""
     if request.endpoint not in CACHEABLE_ENDPOINTS or "_flashes" in session:
         return None
-    token = session.get("token")
-    return token if isinstance(token, str) else ANONYMOUS
+    return logged_in_reader() if isinstance(session.get("token"), str) else ANONYMOUS
+
+
+def logged_in_reader() -> Reader:
+    # The login; the password it was made with, so that a cookie kept from
+    # before a password change gets no page; and the form token its pages carry.
+    return (session["token"], session.get("password_mark"), session.get("csrf_token"))
 
 
 def serve_from_cache():
@@ -160,7 +167,7 @@ def keep_in_cache(response: Response) -> Response:
     if g.user is None:
         key, ends = ANONYMOUS, None
     else:
-        key, ends = session["token"], g.session_ends
+        key, ends = logged_in_reader(), g.session_ends
     page = Page(response.get_data(), response.status, list(response.headers.items()), ends)
     current_app.extensions["page_cache"].keep((key, address(request.environ)), version, page)
     return response

@@ -8,7 +8,7 @@ from contextlib import closing
 import pytest
 from sqlalchemy import event
 
-from .pages import flashes, logged_in_as
+from .pages import PASSWORD, flashes, logged_in_as
 from .webclient import Browser
 
 pytestmark = pytest.mark.sqlite_only  # nothing is cached on a database server
@@ -86,6 +86,22 @@ def test_a_logged_in_page_from_the_cache_ends_with_its_session(app, client, auth
     assert logged_in_as(client.get("/").get_data(as_text=True)) == "test"
     time.sleep(1.1)
     assert logged_in_as(client.get("/").get_data(as_text=True)) is None
+
+
+def test_a_cookie_kept_from_before_a_password_change_gets_no_logged_in_page(app, client, auth):
+    auth.login()
+    client.get("/users")  # "Logged in as test.", shown once
+    copied = client.get_cookie("session").value
+    response = auth.post(
+        "/auth/password", {"current_password": PASSWORD, "new_password": "a brand new secret"}
+    )
+    assert response.status_code == 302
+    client.get("/users")  # "Password changed. ...", shown once
+    assert logged_in_as(client.get("/users").get_data(as_text=True)) == "test"  # now kept
+
+    elsewhere = app.test_client()
+    elsewhere.set_cookie("session", copied)
+    assert logged_in_as(elsewhere.get("/users").get_data(as_text=True)) is None
 
 
 def test_a_page_from_the_cache_is_sent_as_the_first_was(client):

@@ -78,9 +78,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     pagecache.init_app(app)
     app.after_request(headers.add_security_headers)
     app.register_blueprint(auth.bp)
-    # Made before the first login, which would otherwise take a hash longer,
-    # telling that the name it tried has no account.
-    auth.nobodys_password_hash(app.config["PASSWORD_HASH_METHOD"])
     app.register_blueprint(posts.bp)
     # After auth's before_app_request has loaded the user: the page refusing a
     # form (a bad token, or a body over MAX_CONTENT_LENGTH, which reading the

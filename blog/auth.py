@@ -43,8 +43,9 @@ def hash_password(password: str) -> str:
 @functools.cache
 def nobodys_password_hash(method: str) -> str:
     """Checked when nobody has the name given, so that an unknown name takes as
-    long to refuse as a wrong password. Made by create_app, not at import:
-    hashing is slow on purpose, and importing the blog should not be."""
+    long to refuse as a wrong password. Made at a process's first login, not at
+    import or start: hashing is slow on purpose, and the commands and server
+    workers that log nobody in should not pay for it."""
     return generate_password_hash(secrets.token_urlsafe(), method=method)
 
 
@@ -173,10 +174,9 @@ def login():
     # End the transaction before the slow password check, so that it never
     # runs while this request holds the write lock.
     db.commit()
-    method = current_app.config["PASSWORD_HASH_METHOD"]
-    if not check_password_hash(
-        user.password_hash if user else nobodys_password_hash(method), password
-    ):
+    # Made at the first login whatever the name, so that it tells no one which names exist.
+    nobodys = nobodys_password_hash(current_app.config["PASSWORD_HASH_METHOD"])
+    if not check_password_hash(user.password_hash if user else nobodys, password):
         flash("Incorrect username or password.", "error")
         if attempt.failures_left == 1:
             flash(

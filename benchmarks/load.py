@@ -317,6 +317,10 @@ def measure(database: Path, seconds: int, repeat: int, work: Path, flaskr: Path 
                 )
                 for other, url in others.items():
                     figures[f"{other} /, {clients}"] = wrk(url + "/", clients, seconds, report)
+            rounds.append(figures)
+        # After every page round: flaskr's index shows every post it has.
+        for round_, figures in enumerate(rounds):
+            print(f"writers, round {round_ + 1} of {repeat}...", file=sys.stderr, flush=True)
             for clients in WRITERS:
                 figures[f"blog writers, {clients}"] = posts_per_second(
                     blog, clients, blog_sign_in, seconds
@@ -325,7 +329,6 @@ def measure(database: Path, seconds: int, repeat: int, work: Path, flaskr: Path 
                     figures[f"flaskr writers, {clients}"] = posts_per_second(
                         flaskr_url, clients, flaskr_sign_in, seconds
                     )
-            rounds.append(figures)
         results["pages"] = {
             key: median_of([figures[key] for figures in rounds]) for key in rounds[0]
         }

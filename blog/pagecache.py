@@ -12,9 +12,9 @@ will look for. On a database server nothing is cached.
 An anonymous reader's page is kept by its address, and a request that carries
 no session cookie is answered from the cache before Flask sees it: nothing in
 such a request could make its page differ. A logged-in reader's page is kept
-for that login alone (the cookie's token) and until the session's lifetime
-ends; logging out, a new password, or a deleted account is a commit, which
-empties the cache.
+for that login alone (the signed cookie's token, password mark and form token)
+and until the session's lifetime ends; logging out, a new password, or a
+deleted account is a commit, which empties the cache.
 """
 
 import os

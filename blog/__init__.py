@@ -108,6 +108,13 @@ def instance_secret_key(instance_path: Path) -> str:
     """
     key_file = instance_path / "secret_key"
     if not key_file.exists():
+        # Else the error names only a path: say what the key is for and how else to give one.
+        folder = instance_path if instance_path.is_dir() else instance_path.parent
+        if not os.access(folder, os.W_OK):
+            raise SettingProblem(
+                f"the blog cannot keep its secret key in {instance_path} (the folder "
+                f"{folder} is read-only); set BLOG_SECRET_KEY, or make it writable"
+            )
         instance_path.mkdir(parents=True, exist_ok=True)
         fd, draft = tempfile.mkstemp(dir=instance_path, prefix=".secret_key.")  # mode 0600
         try:

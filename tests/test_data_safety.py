@@ -355,6 +355,17 @@ def read_only_folder(project):
         yield folder
 
 
+def test_a_read_only_folder_without_a_key_says_how_to_give_one(project, runner):
+    init_blog(project)  # no instance/secret_key: the blog has never started here
+    with read_only(project):
+        result = runner(project / "run.py")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: the blog cannot keep its secret key in {project / 'instance'} (the folder "
+        f"{project} is read-only); set BLOG_SECRET_KEY, or make it writable\n"
+    )
+
+
 @pytest.mark.parametrize(
     "command",
     [["run.py"], ["run.py", "init"], ["alembic", "current"], ["alembic", "downgrade", "-1"]],

@@ -1,5 +1,5 @@
-"""The cache of anonymous readers' pages: never older than the last commit of any
-process, never a logged-in page or a message meant for one reader."""
+"""The page cache: never older than the last commit of any process, and never
+a page or a message meant for one reader shown to another."""
 
 import sqlite3
 import time

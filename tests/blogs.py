@@ -1,11 +1,14 @@
 """Blogs the tests start from: as the blog was before migrations (made by
 before_migrations.py), as `run.py init` makes it, with filler posts and accounts."""
 
+import os
 import sqlite3
 from contextlib import closing
 from datetime import datetime
 from pathlib import Path
+from unittest import mock
 
+from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, text
@@ -37,6 +40,14 @@ def init_blog(project: Path, env: dict | None = None) -> None:
         init_db(engine, ScriptDirectory.from_config(Config(project / "alembic.ini")))
     finally:
         engine.dispose()
+
+
+def upgrade_blog(project: Path, revision: str = "head", env: dict | None = None) -> None:
+    """What `alembic upgrade REVISION` does to a copy of the project's blog.db (or
+    to env's BLOG_DATABASE_URL), done in this process, for a test about what follows."""
+    url = (env or {}).get("BLOG_DATABASE_URL") or f"sqlite:///{project / 'blog.db'}"
+    with mock.patch.dict(os.environ, {"BLOG_DATABASE_URL": url}):
+        command.upgrade(Config(project / "alembic.ini"), revision)
 
 
 def add_filler_posts(path, count: int) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, inspect
 
 from blog import instance_secret_key
 
-from .blogs import add_accounts, add_filler_posts, init_blog, make_legacy_blog
+from .blogs import add_accounts, add_filler_posts, init_blog, make_legacy_blog, upgrade_blog
 from .project import REVISIONS, alembic
 from .server import serving
 from .snapshot import current_revision, files_beside, rows, state, titles
@@ -253,14 +253,14 @@ def page_count(db):
 
 
 @pytest.fixture(params=["alembic upgrade head", "run.py init"])
-def blog_with_authors(request, project, runner):
+def blog_with_authors(request, project):
     """A blog.db made by the revisions or by `run.py init`, with 20,000 posts."""
     db = project / "blog.db"
     if request.param == "run.py init":
-        assert runner(project / "run.py", "init").returncode == 0
+        init_blog(project)
     else:
         make_legacy_blog(db)
-        assert alembic(runner, project, "upgrade", "head").returncode == 0
+        upgrade_blog(project)
     add_filler_posts(db, 20_000)
     add_accounts(db)
     return db
@@ -269,7 +269,7 @@ def blog_with_authors(request, project, runner):
 def test_init_writes_the_schema_the_revisions_build(project, runner, tmp_path):
     migrated = tmp_path / "migrated.db"
     make_legacy_blog(migrated)
-    alembic(runner, project, "upgrade", "head", env={"BLOG_DATABASE_URL": f"sqlite:///{migrated}"})
+    upgrade_blog(project, env={"BLOG_DATABASE_URL": f"sqlite:///{migrated}"})
     assert runner(project / "run.py", "init").returncode == 0
     assert sqlite_schema(project / "blog.db") == sqlite_schema(migrated)
 

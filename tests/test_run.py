@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from .blogs import init_blog, make_legacy_blog
+from .blogs import init_blog, make_legacy_blog, upgrade_blog
 from .server import free_port, serving, wait_for_page
 from .snapshot import titles, version
 
@@ -86,14 +86,14 @@ def test_every_way_of_serving_refuses_the_same_way(project, runner, entry_point,
 
 def test_serve_refuses_a_database_behind_head(project, runner):
     make_legacy_blog(project / "blog.db")
-    runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "+1")
+    upgrade_blog(project, "+1")
     result = runner(project / "run.py")
     assert result.returncode == 1
     assert "behind this code's" in result.stderr and "run `alembic upgrade head`" in result.stderr
 
 
 def test_serve_refuses_a_revision_the_code_does_not_know(project, runner):
-    runner(project / "run.py", "init")
+    init_blog(project)
     with sqlite3.connect(project / "blog.db") as connection:
         connection.execute("UPDATE alembic_version SET version_num = 'f00dcafe'")
     result = runner(project / "run.py")
@@ -148,23 +148,23 @@ def test_blog_database_url_overrides_alembic_ini_for_both(project, runner, tmp_p
     assert not (project / "blog.db").exists()
 
 
-def test_serve_serves_the_blog(project, runner):
+def test_serve_serves_the_blog(project):
     make_legacy_blog(project / "blog.db")
-    runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head")
+    upgrade_blog(project)
     page, log = serve(project)
     assert "Old post" in page and "unknown author" in page
 
 
-def test_serve_runs_a_production_server_with_the_workers_asked_for(project, runner):
-    runner(project / "run.py", "init")
+def test_serve_runs_a_production_server_with_the_workers_asked_for(project):
+    init_blog(project)
     page, log = serve(project, "--workers", "3", "--threads", "2")
     assert "<h1>Posts</h1>" in page
     assert "development server" not in log
     assert "Listening at" in log and log.count("Started worker-") == 3
 
 
-def test_serve_debug_runs_flasks_debugger(project, runner):
-    runner(project / "run.py", "init")
+def test_serve_debug_runs_flasks_debugger(project):
+    init_blog(project)
     page, log = serve(project, "--debug")
     assert "<h1>Posts</h1>" in page
     assert "Debugger is active!" in log
@@ -179,8 +179,7 @@ def serve(project, *options):
 
 
 def test_serve_on_a_busy_port_says_so_at_once(project, runner):
-    make_legacy_blog(project / "blog.db")
-    runner("-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head")
+    init_blog(project)
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         result = runner(project / "run.py", "--port", port, timeout=30)

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from before_migrations import make_legacy_database
 
-from .blogs import add_posts_on_server
+from .blogs import add_posts_on_server, upgrade_blog
 from .project import ADD_AUTHOR, ADD_SESSIONS, CREATE_USERS, PROJECT, REVISIONS, alembic
 from .server import serving
 from .webclient import Browser
@@ -32,10 +32,9 @@ def revision_of(engine) -> str | None:
 
 
 @pytest.fixture
-def posts_at_revision_1(backend, database_url, legacy_db, project, runner, blog_env):
+def posts_at_revision_1(legacy_db, project, blog_env):
     """A blog at its first revision with 100,000 more posts."""
-    result = alembic(runner, project, "upgrade", CREATE_USERS, env=blog_env)
-    assert result.returncode == 0, result.stderr
+    upgrade_blog(project, CREATE_USERS, env=blog_env)
     add_posts_on_server(legacy_db, 100_000)
     return legacy_db
 
@@ -194,7 +193,7 @@ def test_a_migration_killed_anywhere_on_mariadb_is_finished_by_running_it_again(
     backend, legacy_db, project, runner, blog_env
 ):
     engine = legacy_db
-    assert alembic(runner, project, "upgrade", CREATE_USERS, env=blog_env).returncode == 0
+    upgrade_blog(project, CREATE_USERS, env=blog_env)
     add_posts_on_server(engine, 200_000)
     command = [sys.executable, "-m", "alembic", "-c", project / "alembic.ini", "upgrade", "head"]
 
@@ -236,7 +235,7 @@ def test_a_migration_killed_while_it_builds_an_index_is_finished_by_running_it_a
     start, index, backend, legacy_db, project, runner, blog_env
 ):
     engine = legacy_db
-    assert alembic(runner, project, "upgrade", start, env=blog_env).returncode == 0
+    upgrade_blog(project, start, env=blog_env)
     add_posts_on_server(engine, 200_000)
     command = [sys.executable, "-m", "alembic", "-c", project / "alembic.ini"]
     # CREATE INDEX CONCURRENTLY waits for every transaction older than it: this

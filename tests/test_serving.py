@@ -262,8 +262,8 @@ def test_a_database_file_moved_under_the_blog_takes_no_more_posts(
 
 
 @pytest.mark.sqlite_only
-def test_after_a_restart_the_blog_serves_the_file_at_its_path_whole(project, runner):
-    assert runner(project / "run.py", "init").returncode == 0
+def test_after_a_restart_the_blog_serves_the_file_at_its_path_whole(project):
+    init_blog(project)
     path = project / "blog.db"
     command = [sys.executable, project / "run.py", "--port"]
     with serving(command, project / "server.log") as base_url, Crowd(base_url) as crowd:

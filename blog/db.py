@@ -63,7 +63,7 @@ class DatabaseFile:
     SQLite's connections keep the file they opened, whatever happens to its
     name: after `rm` or `mv` they would write to a file that no path reaches.
     So each request first checks that the path still names that file (one
-    stat(); the whole check takes about 8 microseconds).
+    stat(); the whole check takes a few microseconds).
     """
 
     def __init__(self, path: Path, logger: logging.Logger) -> None:

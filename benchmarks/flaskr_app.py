@@ -4,7 +4,8 @@ FLASKR_DIR is the examples/tutorial folder of a checkout of pallets/flask,
 never copied here. Served by the same granian, with the same settings, as
 `python run.py` serves the blog:
 
-    FLASKR_DIR=... FLASKR_DATABASE=flaskr.sqlite python -m benchmarks.flaskr_app PORT
+    FLASKR_DIR=... FLASKR_DATABASE=flaskr.sqlite \\
+        python -m benchmarks.serve benchmarks.flaskr_app:create_app PORT
 """
 
 import contextlib
@@ -38,15 +39,3 @@ def build_database(flaskr_dir: Path, path: Path, username: str, password: str) -
             "INSERT INTO post (title, body, author_id) VALUES (?, ?, 1)",
             ((f"Post number {n}", f"Body of post {n}. " * 20) for n in range(POSTS)),
         )
-
-
-if __name__ == "__main__":
-    from run import DEFAULT_THREADS, DEFAULT_WORKERS, serve_wsgi
-
-    serve_wsgi(
-        "benchmarks.flaskr_app:create_app",
-        "127.0.0.1",
-        int(sys.argv[1]),
-        DEFAULT_WORKERS,
-        DEFAULT_THREADS,
-    )

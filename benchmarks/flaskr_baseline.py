@@ -5,12 +5,11 @@ transaction, rendering the blog's own templates, so that both answer with
 the same bytes. Served by the same granian, with the same settings, as
 `python run.py` serves the blog:
 
-    BASELINE_DATABASE=blog.db python -m benchmarks.flaskr_baseline PORT
+    BASELINE_DATABASE=blog.db python -m benchmarks.serve benchmarks.flaskr_baseline:create_app PORT
 """
 
 import os
 import sqlite3
-import sys
 from datetime import datetime
 from types import SimpleNamespace
 
@@ -71,12 +70,3 @@ def create_app() -> Flask:
         app.add_url_rule(rule, endpoint)
     app.teardown_appcontext(close_db)
     return app
-
-
-if __name__ == "__main__":
-    from run import DEFAULT_THREADS, DEFAULT_WORKERS, serve_wsgi
-
-    port = int(sys.argv[1])
-    serve_wsgi(
-        "benchmarks.flaskr_baseline:create_app", "127.0.0.1", port, DEFAULT_WORKERS, DEFAULT_THREADS
-    )

@@ -50,6 +50,8 @@ FLASKR_USER = "flaskr"
 PASSWORD = "load password"
 CLIENTS = (1, 4, 16, 64)
 WRITERS = (1, 8)
+# Serves a baseline's WSGI app (module:function), given the port last.
+SERVE = [sys.executable, "-m", "benchmarks.serve"]
 BUSY_CLIENTS = 4  # readers in the scenarios with writers, a write lock, logins
 
 # wrk prints its own summary; this adds one line of JSON that is easy to read back.
@@ -275,7 +277,7 @@ def measure(database: Path, seconds: int, repeat: int, work: Path, flaskr: Path 
     post_id = POSTS // 2
     pages = {"/": "/", "/post/<id>": f"/post/{post_id}", "/users/<name>": "/users/user1"}
     results = {}
-    baseline_command = [sys.executable, "-m", "benchmarks.flaskr_baseline"]
+    baseline_command = [*SERVE, "benchmarks.flaskr_baseline:create_app"]
     with contextlib.ExitStack() as servers:
         blog = servers.enter_context(
             serving([sys.executable, "run.py", "--port"], work / "blog.log", env, PROJECT)
@@ -285,7 +287,7 @@ def measure(database: Path, seconds: int, repeat: int, work: Path, flaskr: Path 
         )
         (work / "index.html").write_bytes(urllib.request.urlopen(blog + "/").read())
         static_env = {"STATIC_PAGE": str(work / "index.html")}
-        static_command = [sys.executable, "-m", "benchmarks.static_baseline"]
+        static_command = [*SERVE, "benchmarks.static_baseline:create_app"]
         static = servers.enter_context(
             serving(static_command, work / "static.log", static_env, PROJECT)
         )
@@ -294,7 +296,7 @@ def measure(database: Path, seconds: int, repeat: int, work: Path, flaskr: Path 
             flaskr_database = work / "flaskr.sqlite"
             build_flaskr_database(flaskr, flaskr_database, FLASKR_USER, PASSWORD)
             flaskr_env = {"FLASKR_DIR": str(flaskr), "FLASKR_DATABASE": str(flaskr_database)}
-            flaskr_command = [sys.executable, "-m", "benchmarks.flaskr_app"]
+            flaskr_command = [*SERVE, "benchmarks.flaskr_app:create_app"]
             others["flaskr"] = flaskr_url = servers.enter_context(
                 serving(flaskr_command, work / "flaskr.log", flaskr_env, PROJECT)
             )

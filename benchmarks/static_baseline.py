@@ -1,11 +1,10 @@
 """The load benchmark's ceiling: the same bytes as the blog's index, from a WSGI
 app that does nothing else, served by the same granian with the same settings:
 
-    STATIC_PAGE=index.html python -m benchmarks.static_baseline PORT
+    STATIC_PAGE=index.html python -m benchmarks.serve benchmarks.static_baseline:create_app PORT
 """
 
 import os
-import sys
 from pathlib import Path
 
 
@@ -18,15 +17,3 @@ def create_app():
         return [page]
 
     return static_page
-
-
-if __name__ == "__main__":
-    from run import DEFAULT_THREADS, DEFAULT_WORKERS, serve_wsgi
-
-    serve_wsgi(
-        "benchmarks.static_baseline:create_app",
-        "127.0.0.1",
-        int(sys.argv[1]),
-        DEFAULT_WORKERS,
-        DEFAULT_THREADS,
-    )

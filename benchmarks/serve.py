@@ -9,5 +9,7 @@ import sys
 from run import DEFAULT_THREADS, DEFAULT_WORKERS, serve_wsgi
 
 if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m benchmarks.serve MODULE:FUNCTION PORT")
     factory, port = sys.argv[1:]
     serve_wsgi(factory, "127.0.0.1", int(port), DEFAULT_WORKERS, DEFAULT_THREADS)

@@ -1,5 +1,6 @@
 """Blogs the tests start from: as the blog was before migrations (made by
-before_migrations.py), as `run.py init` makes it, with filler posts and accounts."""
+before_migrations.py), as `run.py init` makes it, brought to a revision, with
+filler posts and accounts."""
 
 import os
 import sqlite3
@@ -30,12 +31,16 @@ def make_legacy_blog(path) -> None:
     engine.dispose()
 
 
+def database_of(project: Path, env: dict | None) -> str:
+    """The database the project's commands would use: env's BLOG_DATABASE_URL, or its blog.db."""
+    return (env or {}).get("BLOG_DATABASE_URL") or f"sqlite:///{project / 'blog.db'}"
+
+
 def init_blog(project: Path, env: dict | None = None) -> None:
     """What `python run.py init` does to a copy of the project (or to env's
     BLOG_DATABASE_URL), done in this process: a test that starts from a new
     blog spends no process on it."""
-    url = (env or {}).get("BLOG_DATABASE_URL") or f"sqlite:///{project / 'blog.db'}"
-    engine = create_blog_engine(url)
+    engine = create_blog_engine(database_of(project, env))
     try:
         init_db(engine, ScriptDirectory.from_config(Config(project / "alembic.ini")))
     finally:
@@ -43,10 +48,10 @@ def init_blog(project: Path, env: dict | None = None) -> None:
 
 
 def upgrade_blog(project: Path, revision: str = "head", env: dict | None = None) -> None:
-    """What `alembic upgrade REVISION` does to a copy of the project's blog.db (or
-    to env's BLOG_DATABASE_URL), done in this process, for a test about what follows."""
-    url = (env or {}).get("BLOG_DATABASE_URL") or f"sqlite:///{project / 'blog.db'}"
-    with mock.patch.dict(os.environ, {"BLOG_DATABASE_URL": url}):
+    """What `alembic upgrade REVISION` does to a copy of the project (or to env's
+    BLOG_DATABASE_URL), done in this process, for a test about what follows."""
+    # Named outright: a BLOG_DATABASE_URL of the shell running the tests must not count.
+    with mock.patch.dict(os.environ, {"BLOG_DATABASE_URL": database_of(project, env)}):
         command.upgrade(Config(project / "alembic.ini"), revision)
 
 

@@ -129,7 +129,7 @@ def app_on(database_url: str):
             "SECRET_KEY": "test",
             "POSTS_PER_PAGE": 3,
             "PASSWORD_HASH_METHOD": FAST_PASSWORD_HASH_METHOD,
-            "CHECK_DATABASE": False,  # the database is made next, or copied
+            "CHECK_DATABASE": False,  # the database is copied before, or made after
         }
     )
     app.jinja_env.bytecode_cache = COMPILED_TEMPLATES
@@ -178,8 +178,8 @@ def make_test_blog(app) -> None:
 
 @pytest.fixture(scope="session")
 def sqlite_test_blog(tmp_path_factory):
-    """The SQLite test blog, made once per test process: a copy takes a
-    millisecond, making it takes thirty."""
+    """The SQLite test blog, made once per test process: a copy takes a few
+    milliseconds, making it some thirty."""
     path = tmp_path_factory.mktemp("test_blog") / "blog.db"
     app = app_on(f"sqlite:///{path}")
     make_test_blog(app)
@@ -188,10 +188,10 @@ def sqlite_test_blog(tmp_path_factory):
 
 
 @pytest.fixture
-def app(backend, database_url, sqlite_test_blog):
+def app(request, backend, database_url):
     if backend == "sqlite":
         with (
-            closing(sqlite3.connect(sqlite_test_blog)) as source,
+            closing(sqlite3.connect(request.getfixturevalue("sqlite_test_blog"))) as source,
             closing(sqlite3.connect(make_url(database_url).database)) as copy,
         ):
             source.backup(copy)

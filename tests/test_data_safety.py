@@ -252,11 +252,11 @@ def page_count(db):
         return connection.execute("PRAGMA page_count").fetchone()[0]
 
 
-@pytest.fixture(params=["alembic upgrade head", "run.py init"])
+@pytest.fixture(params=["revisions", "init"])
 def blog_with_authors(request, project):
     """A blog.db made by the revisions or by `run.py init`, with 20,000 posts."""
     db = project / "blog.db"
-    if request.param == "run.py init":
+    if request.param == "init":
         init_blog(project)
     else:
         make_legacy_blog(db)

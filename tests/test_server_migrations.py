@@ -57,7 +57,7 @@ class Reader(threading.Thread):
 
 
 def test_a_long_transaction_never_freezes_readers_during_a_migration(
-    backend, posts_at_revision_1, project, runner, blog_env
+    posts_at_revision_1, project, runner, blog_env
 ):
     engine = posts_at_revision_1
     holder = engine.connect()
@@ -89,7 +89,7 @@ def test_a_long_transaction_never_freezes_readers_during_a_migration(
 
 
 def test_a_lock_never_granted_fails_in_one_line_at_a_revision(
-    backend, posts_at_revision_1, project, runner, blog_env
+    posts_at_revision_1, project, runner, blog_env
 ):
     engine = posts_at_revision_1
     with engine.connect() as holder:
@@ -190,7 +190,7 @@ MARIADB_STEPS = (
 
 @pytest.mark.only_on("mysql")
 def test_a_migration_killed_anywhere_on_mariadb_is_finished_by_running_it_again(
-    backend, legacy_db, project, runner, blog_env
+    legacy_db, project, runner, blog_env
 ):
     engine = legacy_db
     upgrade_blog(project, CREATE_USERS, env=blog_env)
@@ -232,7 +232,7 @@ def test_a_migration_killed_anywhere_on_mariadb_is_finished_by_running_it_again(
     [(CREATE_USERS, "ix_post_author_id"), (ADD_AUTHOR, "ix_user_username_key")],
 )
 def test_a_migration_killed_while_it_builds_an_index_is_finished_by_running_it_again(
-    start, index, backend, legacy_db, project, runner, blog_env
+    start, index, legacy_db, project, runner, blog_env
 ):
     engine = legacy_db
     upgrade_blog(project, start, env=blog_env)

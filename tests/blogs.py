@@ -55,6 +55,12 @@ def upgrade_blog(project: Path, revision: str = "head", env: dict | None = None)
         command.upgrade(Config(project / "alembic.ini"), revision)
 
 
+def copy_blog(source: Path | str, target: Path | str) -> None:
+    """A copy of the SQLite file at source, as its last commit left it (the -wal included)."""
+    with closing(sqlite3.connect(source)) as original, closing(sqlite3.connect(target)) as copy:
+        original.backup(copy)
+
+
 def add_filler_posts(path, count: int) -> None:
     """COUNT more posts in the SQLite file at path, so that copying it takes a while."""
     with sqlite3.connect(path) as connection:

@@ -2,11 +2,9 @@ import argparse
 import contextlib
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import uuid
-from contextlib import closing
 from datetime import datetime
 
 import pytest
@@ -19,7 +17,7 @@ from blog.db import get_db
 from blog.maintenance import init_db, migration_scripts
 from blog.models import Post, User
 
-from .blogs import add_accounts, add_filler_posts, init_blog
+from .blogs import add_accounts, add_filler_posts, copy_blog, init_blog
 from .pages import COMPILED_TEMPLATES, FAST_PASSWORD_HASH_METHOD, PASSWORD_HASH, AuthActions
 from .project import PROJECT, SERVER_URL_VARIABLES
 from .server import serving
@@ -190,11 +188,7 @@ def sqlite_test_blog(tmp_path_factory):
 @pytest.fixture
 def app(request, backend, database_url):
     if backend == "sqlite":
-        with (
-            closing(sqlite3.connect(request.getfixturevalue("sqlite_test_blog"))) as source,
-            closing(sqlite3.connect(make_url(database_url).database)) as copy,
-        ):
-            source.backup(copy)
+        copy_blog(request.getfixturevalue("sqlite_test_blog"), make_url(database_url).database)
     app = app_on(database_url)
     if backend != "sqlite":
         make_test_blog(app)

@@ -16,7 +16,14 @@ from sqlalchemy import create_engine, inspect
 
 from blog import instance_secret_key
 
-from .blogs import add_accounts, add_filler_posts, init_blog, make_legacy_blog, upgrade_blog
+from .blogs import (
+    add_accounts,
+    add_filler_posts,
+    copy_blog,
+    init_blog,
+    make_legacy_blog,
+    upgrade_blog,
+)
 from .project import REVISIONS, alembic
 from .server import serving
 from .snapshot import current_revision, files_beside, rows, state, titles
@@ -213,8 +220,7 @@ def test_a_killed_downgrade_leaves_the_old_or_the_new_revision(project, runner, 
     add_filler_posts(db, 200_000)
     add_accounts(db)
     before = tmp_path / "before.db"
-    with closing(sqlite3.connect(db)) as source, closing(sqlite3.connect(before)) as copy:
-        source.backup(copy)
+    copy_blog(db, before)
 
     # Down to revision 1: revision 2's downgrade rewrites every post.
     first = REVISIONS[0].revision

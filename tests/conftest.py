@@ -5,11 +5,12 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
 from alembic.config import Config
-from sqlalchemy import create_engine, insert, make_url
+from sqlalchemy import URL, create_engine, insert, make_url
 
 from before_migrations import make_legacy_database
 from blog import create_app
@@ -71,27 +72,65 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("backend", backends)
 
 
+@contextlib.contextmanager
+def database_of_its_own(server: URL, options: str = "") -> Iterator[URL]:
+    name = f"blog_test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}{options}")
+    try:
+        yield server.set(database=name)
+    finally:
+        with engine.connect() as connection:
+            force = " WITH (FORCE)" if server.get_backend_name() == "postgresql" else ""
+            connection.exec_driver_sql(f"DROP DATABASE {name}{force}")
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def schema_of_its_own(database: URL) -> Iterator[URL]:
+    """On PostgreSQL: whatever connects with the URL creates and finds its tables
+    in this schema alone."""
+    name = f"blog_test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(database, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f"CREATE SCHEMA {name}")
+    try:
+        yield database.update_query_dict({"options": f"-csearch_path={name}"})
+    finally:
+        with engine.connect() as connection:
+            # A connection the test left (a killed process's) would keep DROP waiting.
+            connection.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            connection.exec_driver_sql(f"DROP SCHEMA {name} CASCADE")
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgresql_test_database():
+    """A database of this test process's own, where each test gets a schema:
+    making a database copies the server's template, six times the server's
+    work of a schema."""
+    with database_of_its_own(make_url(os.environ[SERVER_URL_VARIABLES["postgresql"]])) as url:
+        yield url
+
+
 @pytest.fixture
-def database_url(backend, tmp_path):
-    """A database of the test's own, dropped afterwards; never the project's blog.db."""
+def database_url(backend, tmp_path, request):
+    """A database of the test's own (on PostgreSQL a schema), dropped afterwards;
+    never the project's blog.db."""
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'blog.db'}"
         return
-    server = create_engine(os.environ[SERVER_URL_VARIABLES[backend]], isolation_level="AUTOCOMMIT")
-    name = f"blog_test_{uuid.uuid4().hex[:12]}"
-    with server.connect() as connection:
-        connection.exec_driver_sql(
-            f"CREATE DATABASE {name}"
-            + (" CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci" if backend == "mysql" else "")
-        )
-    try:
-        yield server.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with server.connect() as connection:
-            connection.exec_driver_sql(
-                f"DROP DATABASE {name}" + (" WITH (FORCE)" if backend == "postgresql" else "")
-            )
-        server.dispose()
+    if backend == "postgresql":
+        place = schema_of_its_own(request.getfixturevalue("postgresql_test_database"))
+    else:
+        server = make_url(os.environ[SERVER_URL_VARIABLES[backend]])
+        place = database_of_its_own(server, " CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
+    with place as url:
+        yield url.render_as_string(hide_password=False)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from contextlib import closing
 from datetime import datetime
 
 import pytest
-from sqlalchemy import create_engine, insert, inspect, select, update
+from sqlalchemy import create_engine, insert, inspect, make_url, select, update
 
 from blog import create_app
 from blog.copying import verify
@@ -150,7 +150,10 @@ def test_copy_never_prints_a_password(project, runner, source_url, target):
 def test_copy_never_prints_a_password_when_it_works(project, runner, source_url, database_url):
     if not database_url.startswith("postgresql"):
         pytest.skip("only PostgreSQL's driver takes ?password= beside trust authentication")
-    result = runner(project / "run.py", "copy", source_url, database_url + "?password=hunter2")
+    with_password = make_url(database_url).update_query_dict({"password": "hunter2"})
+    result = runner(
+        project / "run.py", "copy", source_url, with_password.render_as_string(hide_password=False)
+    )
     assert result.returncode == 0, result.stderr
     assert f"to {database_url}, and verified them" in result.stdout
     assert "hunter2" not in result.stdout + result.stderr

@@ -2,7 +2,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from blog.db import get_db
 from blog.maintenance import init_db, migration_scripts
 from blog.models import Post, User
 
+from . import commands
 from .blogs import add_accounts, add_filler_posts, copy_blog, init_blog
 from .pages import COMPILED_TEMPLATES, FAST_PASSWORD_HASH_METHOD, PASSWORD_HASH, AuthActions
 from .project import PROJECT, SERVER_URL_VARIABLES
@@ -265,14 +265,7 @@ def runner(tmp_path):
     def run(*args, env=None, cwd=elsewhere, timeout=120):
         environ = {k: v for k, v in os.environ.items() if k != "BLOG_DATABASE_URL"}
         environ.update(env or {})
-        return subprocess.run(
-            [sys.executable, *map(str, args)],
-            cwd=cwd,
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return commands.run(args, cwd=cwd, env=environ, timeout=timeout)
 
     return run
 

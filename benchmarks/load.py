@@ -278,18 +278,21 @@ def measure(database: Path, seconds: int, repeat: int, work: Path, flaskr: Path 
     pages = {"/": "/", "/post/<id>": f"/post/{post_id}", "/users/<name>": "/users/user1"}
     results = {}
     baseline_command = [*SERVE, "benchmarks.flaskr_baseline:create_app"]
+    # Every server started as a user starts it (forked=False): the figures are theirs.
     with contextlib.ExitStack() as servers:
         blog = servers.enter_context(
-            serving([sys.executable, "run.py", "--port"], work / "blog.log", env, PROJECT)
+            serving(
+                [sys.executable, "run.py", "--port"], work / "blog.log", env, PROJECT, forked=False
+            )
         )
         baseline = servers.enter_context(
-            serving(baseline_command, work / "baseline.log", env, PROJECT)
+            serving(baseline_command, work / "baseline.log", env, PROJECT, forked=False)
         )
         (work / "index.html").write_bytes(urllib.request.urlopen(blog + "/").read())
         static_env = {"STATIC_PAGE": str(work / "index.html")}
         static_command = [*SERVE, "benchmarks.static_baseline:create_app"]
         static = servers.enter_context(
-            serving(static_command, work / "static.log", static_env, PROJECT)
+            serving(static_command, work / "static.log", static_env, PROJECT, forked=False)
         )
         others = {"baseline": baseline, "static": static}
         if flaskr:
@@ -298,7 +301,7 @@ def measure(database: Path, seconds: int, repeat: int, work: Path, flaskr: Path 
             flaskr_env = {"FLASKR_DIR": str(flaskr), "FLASKR_DATABASE": str(flaskr_database)}
             flaskr_command = [*SERVE, "benchmarks.flaskr_app:create_app"]
             others["flaskr"] = flaskr_url = servers.enter_context(
-                serving(flaskr_command, work / "flaskr.log", flaskr_env, PROJECT)
+                serving(flaskr_command, work / "flaskr.log", flaskr_env, PROJECT, forked=False)
             )
         logged_in = Browser(blog)
         logged_in.open_form("/auth/login")

@@ -60,36 +60,70 @@ def python_path() -> list[str]:
 def run(args, cwd, env, timeout) -> subprocess.CompletedProcess:
     """`python ARGS` in cwd with exactly the environment env, as subprocess.run
     with capture_output=True and text=True would run it."""
+    with tempfile.TemporaryDirectory() as output:
+        stdout, stderr = Path(output, "stdout"), Path(output, "stderr")
+        command = start(args, cwd, env, stdout, stderr)
+        try:
+            status = command.wait(timeout)
+        except subprocess.TimeoutExpired:
+            command.kill()
+            command.wait()
+            raise
+        return subprocess.CompletedProcess(
+            command.args, status, stdout.read_text(), stderr.read_text()
+        )
+
+
+def start(args, cwd, env, stdout, stderr, new_session=False) -> "Started":
+    """`python ARGS` started in cwd with exactly the environment env, writing
+    to the files stdout and stderr (which may be the same file)."""
     args = [str(arg) for arg in args]
     umask = os.umask(0)
     os.umask(umask)
-    with tempfile.TemporaryDirectory() as output:
-        stdout, stderr = Path(output, "stdout"), Path(output, "stderr")
-        command = forkserver.Process(
-            target=python,
-            args=(args, str(cwd), env, umask, str(stdout), str(stderr), python_path()),
-        )
-        command.start()
-        command.join(timeout)
-        if command.exitcode is None:
-            command.kill()
-            command.join()
-            raise subprocess.TimeoutExpired([sys.executable, *args], timeout)
-        return subprocess.CompletedProcess(
-            [sys.executable, *args], command.exitcode, stdout.read_text(), stderr.read_text()
-        )
+    process = forkserver.Process(
+        target=python,
+        args=(args, str(cwd), env, umask, str(stdout), str(stderr), python_path(), new_session),
+    )
+    process.start()
+    return Started([sys.executable, *args], process)
 
 
-def python(args, cwd, env, umask, stdout, stderr, path) -> None:
+class Started:
+    """What the tests use of subprocess.Popen, for a command start() started."""
+
+    def __init__(self, args: list[str], process) -> None:
+        self.args, self.process, self.pid = args, process, process.pid
+
+    def poll(self) -> int | None:
+        return self.process.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        return self.process.exitcode
+
+    def kill(self) -> None:
+        self.process.kill()
+
+
+def python(args, cwd, env, umask, stdout, stderr, path, new_session) -> None:
     """In the forked process: what `python ARGS` does once it has started."""
+    if new_session:
+        os.setsid()
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
     os.umask(umask)
     for fd, name in ((1, stdout), (2, stderr)):
+        if fd == 2 and name == stdout:
+            os.dup2(1, 2)
+            continue
         file = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(file, fd)
         os.close(file)
+    sys.orig_argv = [sys.executable, *args]  # what a reloader runs again
+    multiprocessing.set_start_method(None, force=True)  # the server's workers: fork, not this
     status = 0
     try:
         if args[0] == "-m":

@@ -5,10 +5,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+from . import commands
 
 
 def free_port() -> int:
@@ -30,19 +33,29 @@ def wait_for_page(url: str, seconds: float = 20) -> str:
 
 
 @contextlib.contextmanager
-def serving(command: list, log: Path, env: dict | None = None, cwd=None) -> Iterator[str]:
-    """Run command with the port it should listen on last; its base URL once it answers."""
+def serving(
+    command: list, log: Path, env: dict | None = None, cwd=None, forked: bool = True
+) -> Iterator[str]:
+    """Run command with the port it should listen on last; its base URL once it
+    answers. A `python` command is forked like the tests' others (tests.commands)
+    unless forked is False."""
     port = free_port()
-    with open(log, "w") as output:
-        # A session of its own: --debug's reloader serves from a child process.
-        server = subprocess.Popen(
-            [*map(str, command), str(port)],
-            cwd=cwd,
-            env={**os.environ, **(env or {})},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    command = [*map(str, command), str(port)]
+    environ = {**os.environ, **(env or {})}
+    # A session of its own: --debug's reloader serves from a child process.
+    server: commands.Started | subprocess.Popen
+    if forked and command[0] == sys.executable:
+        server = commands.start(command[1:], cwd or os.getcwd(), environ, log, log, True)
+    else:
+        with open(log, "w") as output:
+            server = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=environ,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
     try:
         base_url = f"http://127.0.0.1:{port}"
         wait_for_page(base_url + "/")

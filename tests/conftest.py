@@ -44,6 +44,20 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.get_closest_marker("processes") is None)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's load scheduling, but with the browser tests all in one
+    test process, which then starts Chromium, Java and their blog once.
+    (xdist_group marks would say this, but their grouping is lost on pytest 9.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class BrowserTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "browser" if nodeid.startswith("tests/test_browser.py::") else nodeid
+
+    return BrowserTestsTogether(config, log)
+
+
 def pytest_terminal_summary(terminalreporter):
     missing = [name for name in SERVER_URL_VARIABLES.values() if not os.environ.get(name)]
     if missing:

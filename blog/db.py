@@ -1,13 +1,15 @@
-"""The blog's connection to its database: one engine, one session per request."""
+"""The blog's connection to its database: one engine, one session per request,
+and a connection for a quick read outside it."""
 
 import contextlib
 import logging
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic.config import Config
 from flask import current_app, g, has_request_context, request
-from sqlalchemy import event
+from sqlalchemy import Connection, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest, ServiceUnavailable
@@ -47,6 +49,15 @@ def get_db() -> Session:
         # built without touching the database again.
         g.db = BlogSession(engine, expire_on_commit=False)
     return g.db
+
+
+@contextlib.contextmanager
+def reading() -> Iterator[Connection]:
+    """A connection for a read outside the request's session, in a transaction
+    of its own that takes no lock; closed when the read is done."""
+    refuse_a_moved_file()
+    with current_app.extensions["db_read_engine"].connect() as connection:
+        yield connection
 
 
 class DatabaseFileMoved(ServiceUnavailable):

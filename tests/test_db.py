@@ -116,6 +116,21 @@ def test_a_request_under_way_as_the_file_goes_opens_nothing_in_its_place(app, da
 
 
 @pytest.mark.sqlite_only
+def test_a_page_that_reads_only_who_is_logged_in_refuses_a_replaced_file(
+    client, auth, database_url
+):
+    auth.login()
+    assert client.get("/create").status_code == 200  # a pooled connection to the file
+    path = sqlite_path(database_url)
+    back_up(path).replace(path)  # `mv blog.db.bak blog.db`: the login is in both
+    response = client.get("/create")
+    assert response.status_code == 503
+    page = response.get_data(as_text=True)
+    assert "removed or replaced while the blog was running" in page
+    assert "New post" not in page
+
+
+@pytest.mark.sqlite_only
 def test_a_post_whose_file_is_replaced_before_its_commit_is_stored_nowhere(app, database_url):
     path = sqlite_path(database_url)
     replacement = back_up(path)

@@ -213,8 +213,8 @@ def change_password():
     if not check_password_hash(user.password_hash, current):
         errors = refused({"current_password": ["The current password is not right."]})
         return render_template("auth/password.html", field_errors=errors), 401
+    password_hash = hash_password(new)  # slow on purpose: before the write lock is taken
     db = get_db()
-    password_hash = hash_password(new)
     db.execute(update(User).where(User.id == user.id).values(password_hash=password_hash))
     clear_failures(key, attempt)
     end_other_sessions(user.id, password_hash)

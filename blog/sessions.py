@@ -103,7 +103,7 @@ def logged_in_user() -> LoggedInUser | None:
     params = {"token_hash": token_hash(token), "oldest": oldest}
     # Read apart from the request's session: a page that needs nothing else
     # from the database opens no session, and a write's session begins with
-    # the write. That took 8 % of the instructions of a new post's two requests.
+    # the write. That saved 8 % of the instructions of a new post's two requests.
     with reading() as connection:
         found = connection.execute(USER_WITH_SESSION_TOKEN, params).first()
     if found is None or not hmac.compare_digest(

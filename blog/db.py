@@ -54,7 +54,7 @@ def get_db() -> Session:
 @contextlib.contextmanager
 def reading() -> Iterator[Connection]:
     """A connection for a read outside the request's session, in a transaction
-    of its own that takes no lock; closed when the read is done."""
+    of its own that takes no write lock; closed when the read is done."""
     refuse_a_moved_file()
     with current_app.extensions["db_read_engine"].connect() as connection:
         yield connection
@@ -160,10 +160,9 @@ UNSTORABLE = {1366, 1406, "22001", "22021", "22P05"}
 
 
 def database_unavailable(error: DBAPIError):
-    # The page must not touch the database again: drop the failed session
-    # and the user it loaded (the page then shows the logged-out menu).
+    # The page must not touch the database again: drop the failed session.
+    # Who is logged in was read apart from it, so the page still shows that.
     close_db()
-    g.pop("user", None)
     if error_code(error) in UNSTORABLE:
         current_app.logger.error("the database refused the text of a request: %s", error.orig)
         return current_app.handle_http_exception(

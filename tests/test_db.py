@@ -84,6 +84,7 @@ def test_text_the_database_cannot_store_is_a_400_not_busy(app, auth):
     assert "Retry-After" not in response.headers
     page = response.get_data(as_text=True)
     assert "cannot store" in page and "busy" not in page
+    assert "Log out" in page  # an error page too shows who is logged in
 
 
 @pytest.mark.sqlite_only

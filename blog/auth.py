@@ -2,7 +2,17 @@ import functools
 import re
 import secrets
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -215,7 +225,9 @@ def change_password():
         return render_template("auth/password.html", field_errors=errors), 401
     password_hash = hash_password(new)  # slow on purpose: before the write lock is taken
     db = get_db()
-    db.execute(update(User).where(User.id == user.id).values(password_hash=password_hash))
+    changed = db.execute(update(User).where(User.id == user.id).values(password_hash=password_hash))
+    if changed.rowcount != 1:  # deleted, by hand, since this request found it
+        abort(404, "This account no longer exists, so its password was not changed.")
     clear_failures(key, attempt)
     end_other_sessions(user.id, password_hash)
     db.commit()

@@ -1,11 +1,12 @@
 import pytest
 from alembic import command
 from flask import g, session
-from sqlalchemy import MetaData, Table, select
+from sqlalchemy import MetaData, Table, delete, select
 
+from blog import auth as blog_auth
 from blog import create_app
 from blog.db import get_db
-from blog.models import LoginFailure, User, UserSession, utcnow
+from blog.models import LoginFailure, Post, User, UserSession, utcnow
 
 from .pages import (
     PASSWORD,
@@ -243,6 +244,30 @@ def test_change_password_refuses(app, client, auth, current, new, status, field,
     assert message in error_beside(page, field)
     auth.logout()
     assert auth.login().status_code == 302  # the old password still works
+
+
+def test_a_password_change_for_an_account_deleted_meanwhile_changes_nothing(
+    app, client, auth, monkeypatch
+):
+    auth.login()
+    hash_password = blog_auth.hash_password
+
+    def delete_the_account_by_hand(password):
+        with app.app_context():  # another connection, as the database's owner would
+            db = get_db()
+            user_id = db.scalar(select(User.id).where(User.username == "test"))
+            db.execute(delete(Post).where(Post.author_id == user_id))
+            db.execute(delete(User).where(User.id == user_id))
+            db.commit()
+        return hash_password(password)
+
+    monkeypatch.setattr(blog_auth, "hash_password", delete_the_account_by_hand)
+    response = auth.post(
+        "/auth/password", {"current_password": PASSWORD, "new_password": "a brand new secret"}
+    )
+    assert response.status_code == 404
+    page = response.get_data(as_text=True)
+    assert "no longer exists" in page and "Password changed" not in page
 
 
 def test_change_password_needs_a_login(client):

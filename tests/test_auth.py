@@ -3,8 +3,8 @@ from alembic import command
 from flask import g, session
 from sqlalchemy import MetaData, Table, delete, select
 
-from blog import auth as blog_auth
 from blog import create_app
+from blog.auth import hash_password
 from blog.db import get_db
 from blog.models import LoginFailure, Post, User, UserSession, utcnow
 
@@ -250,7 +250,6 @@ def test_a_password_change_for_an_account_deleted_meanwhile_changes_nothing(
     app, client, auth, monkeypatch
 ):
     auth.login()
-    hash_password = blog_auth.hash_password
 
     def delete_the_account_by_hand(password):
         with app.app_context():  # another connection, as the database's owner would
@@ -261,7 +260,7 @@ def test_a_password_change_for_an_account_deleted_meanwhile_changes_nothing(
             db.commit()
         return hash_password(password)
 
-    monkeypatch.setattr(blog_auth, "hash_password", delete_the_account_by_hand)
+    monkeypatch.setattr("blog.auth.hash_password", delete_the_account_by_hand)
     response = auth.post(
         "/auth/password", {"current_password": PASSWORD, "new_password": "a brand new secret"}
     )

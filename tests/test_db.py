@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, event, func, select, text
 
 from blog.db import DatabaseFileMoved, get_db
 from blog.models import Post
-from database_safety import back_up, sqlite_path
+from database_safety import SQLITE_PRAGMAS, back_up, sqlite_path
 
 from .snapshot import rows
 
@@ -54,6 +54,29 @@ def test_readers_are_served_while_another_connection_holds_the_write_lock(
 
 
 @pytest.mark.sqlite_only
+def test_a_post_that_waits_out_the_busy_timeout_is_told_to_retry(
+    app, client, auth, database_url, monkeypatch
+):
+    auth.login()
+    token = auth.csrf_token()
+    # A lock held longer than the blog waits, in 0.1 s rather than its 5 s.
+    monkeypatch.setattr(
+        "database_safety.SQLITE_PRAGMAS", (*SQLITE_PRAGMAS, "PRAGMA busy_timeout = 100")
+    )
+    app.extensions["db_engine"].dispose()
+    path = database_url.removeprefix("sqlite:///")
+    with closing(sqlite3.connect(path, isolation_level=None)) as writer:
+        writer.execute("BEGIN IMMEDIATE")
+        response = client.post("/create", data={"title": "t", "body": "b", "csrf_token": token})
+        writer.execute("ROLLBACK")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert "The database is busy" in response.get_data(as_text=True)
+    with app.app_context():
+        assert get_db().scalar(select(func.count()).select_from(Post)) == 2
+
+
+@pytest.mark.sqlite_only
 def test_login_checks_the_password_without_holding_the_write_lock(
     app, client, auth, database_url, monkeypatch
 ):
@@ -90,16 +113,17 @@ def test_text_the_database_cannot_store_is_a_400_not_busy(app, auth):
 @pytest.mark.sqlite_only
 def test_a_new_post_takes_the_write_lock_once(app, auth):
     auth.login()
-    begins = []
+    statements = []
 
-    def note_begin(connection, cursor, statement, *args):
-        if statement.startswith("BEGIN"):
-            begins.append(statement)
+    def trace(dbapi_connection, connection_record, connection_proxy):
+        # What SQLite itself runs, whoever sends it.
+        dbapi_connection.set_trace_callback(statements.append)
 
-    event.listen(app.extensions["db_engine"], "before_cursor_execute", note_begin)
+    event.listen(app.extensions["db_engine"], "checkout", trace)
     response = auth.post("/create", {"title": "One lock", "body": "One transaction."})
     assert response.status_code == 302
     # Finding who is logged in reads; only the INSERT takes the write lock.
+    begins = [statement for statement in statements if statement.startswith("BEGIN")]
     assert begins.count("BEGIN IMMEDIATE") == 1, begins
 
 

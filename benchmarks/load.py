@@ -210,12 +210,22 @@ def flaskr_sign_in(browser: Browser, n: int) -> None:
     assert browser.request("/auth/login", account)[0] == 302
 
 
-def posts_per_second(base_url: str, clients: int, sign_in, seconds: int) -> dict:
+def posts_per_second(
+    base_url: str, clients: int, sign_in, seconds: int, every_post_stored: bool = True
+) -> dict:
     with Users(base_url, clients, poster(sign_in)) as users:
         time.sleep(seconds)
     summary = users.summary(seconds)
-    assert summary["statuses"] == [302], summary  # each post stored, then shown
-    return {"posts/s": summary["requests/s"], "p99 ms": summary["p99 ms"]}
+    if every_post_stored:  # the blog's: each post stored, then shown
+        assert summary["statuses"] == [302], summary
+    # Others' failures are counted, not fatal: flaskr's database once answered
+    # "disk I/O error" to 2 posts of 8 writers, which must not end the run.
+    stored = users.statuses.count(302)
+    return {
+        "posts/s": stored / seconds,
+        "p99 ms": summary["p99 ms"],
+        "not stored": len(users.statuses) - stored,
+    }
 
 
 def login(browser: Browser, n: int):
@@ -332,7 +342,7 @@ def measure(database: Path, seconds: int, repeat: int, work: Path, flaskr: Path 
                 )
                 if flaskr:
                     figures[f"flaskr writers, {clients}"] = posts_per_second(
-                        flaskr_url, clients, flaskr_sign_in, seconds
+                        flaskr_url, clients, flaskr_sign_in, seconds, every_post_stored=False
                     )
         results["pages"] = {
             key: median_of([figures[key] for figures in rounds]) for key in rounds[0]
@@ -437,6 +447,9 @@ def print_tables(results: dict, found: dict) -> None:
             f"| {clients} | {blog['posts/s']:,.1f} | {blog['p99 ms']:.0f} | "
             + (f"{flaskr['posts/s']:,.1f} | {flaskr['p99 ms']:.0f} |" if flaskr else " | |")
         )
+    for name, figures in pages.items():
+        if "writers" in name and figures["not stored"]:
+            print(f"({name} clients: {figures['not stored']:g} posts not stored, median of rounds)")
     print(f"\n| `/` at {BUSY_CLIENTS} clients | req/s | p99 ms | max ms | failed |")
     print("|---|---|---|---|---|")
     for name, figures in results["busy"].items():

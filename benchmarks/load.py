@@ -50,6 +50,7 @@ FLASKR_USER = "flaskr"
 PASSWORD = "load password"
 CLIENTS = (1, 4, 16, 64)
 WRITERS = (1, 8)
+WRITER_ROUNDS = 3  # writers' rounds for each round of pages
 # Serves a baseline's WSGI app (module:function), given the port last.
 SERVE = [sys.executable, "-m", "benchmarks.serve"]
 BUSY_CLIENTS = 4  # readers in the scenarios with writers, a write lock, logins
@@ -334,8 +335,16 @@ def measure(database: Path, seconds: int, repeat: int, work: Path, flaskr: Path 
                     figures[f"{other} /, {clients}"] = wrk(url + "/", clients, seconds, report)
             rounds.append(figures)
         # After every page round: flaskr's index shows every post it has.
-        for round_, figures in enumerate(rounds):
-            print(f"writers, round {round_ + 1} of {repeat}...", file=sys.stderr, flush=True)
+        # Writers swing more than pages from one round to the next (a third,
+        # seen at 1 client): more rounds, interleaved, for a steadier median.
+        writer_rounds = []
+        for round_ in range(WRITER_ROUNDS * repeat):
+            print(
+                f"writers, round {round_ + 1} of {WRITER_ROUNDS * repeat}...",
+                file=sys.stderr,
+                flush=True,
+            )
+            figures = {}
             for clients in WRITERS:
                 figures[f"blog writers, {clients}"] = posts_per_second(
                     blog, clients, blog_sign_in, seconds
@@ -344,8 +353,11 @@ def measure(database: Path, seconds: int, repeat: int, work: Path, flaskr: Path 
                     figures[f"flaskr writers, {clients}"] = posts_per_second(
                         flaskr_url, clients, flaskr_sign_in, seconds, every_post_stored=False
                     )
+            writer_rounds.append(figures)
         results["pages"] = {
-            key: median_of([figures[key] for figures in rounds]) for key in rounds[0]
+            key: median_of([figures[key] for figures in measured])
+            for measured in (rounds, writer_rounds)
+            for key in measured[0]
         }
 
         print("readers beside writers, a write lock, logins...", file=sys.stderr, flush=True)
@@ -489,7 +501,7 @@ def main() -> None:
         "--repeat",
         type=int,
         default=3,
-        help="rounds of the page measurements (default: %(default)s)",
+        help="rounds of the pages; writers get three times as many (default: %(default)s)",
     )
     parser.add_argument(
         "--json",
@@ -520,7 +532,8 @@ def main() -> None:
     )
     print(
         f"\ngranian, {DEFAULT_WORKERS} workers x {DEFAULT_THREADS} threads; wrk, "
-        f"{args.seconds} s a point, pages the median of {args.repeat} rounds; {machine}\n"
+        f"{args.seconds} s a point, the median of {args.repeat} rounds "
+        f"({WRITER_ROUNDS * args.repeat} for writers); {machine}\n"
     )
     print_tables(results, found)
     args.json.write_text(

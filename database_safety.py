@@ -170,10 +170,13 @@ def _begin(connection) -> None:
     # Straight to the driver: through SQLAlchemy's execution, each request's
     # BEGIN cost a fifth of a login's read. Its errors wrapped as SQLAlchemy
     # wraps the others, so that a lock waited out is "busy", not a crash.
+    dbapi = connection.dialect.loaded_dbapi
     try:
-        connection.connection.driver_connection.execute(begin)
-    except sqlite3.Error as error:
-        raise DBAPIError.instance(begin, None, error, sqlite3.Error) from error
+        connection.connection.dbapi_connection.cursor().execute(begin)
+    except dbapi.Error as error:
+        raise DBAPIError.instance(
+            begin, None, error, dbapi.Error, dialect=connection.dialect
+        ) from error
 
 
 def transactional_ddl(url: str | URL) -> bool | None:

@@ -67,8 +67,11 @@ def test_a_post_that_waits_out_the_busy_timeout_is_told_to_retry(
     path = database_url.removeprefix("sqlite:///")
     with closing(sqlite3.connect(path, isolation_level=None)) as writer:
         writer.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
         response = client.post("/create", data={"title": "t", "body": "b", "csrf_token": token})
+        waited = time.monotonic() - started
         writer.execute("ROLLBACK")
+    assert waited >= 0.1  # it waited for the lock before it gave up
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"
     assert "The database is busy" in response.get_data(as_text=True)
@@ -122,9 +125,13 @@ def test_a_new_post_takes_the_write_lock_once(app, auth):
     event.listen(app.extensions["db_engine"], "checkout", trace)
     response = auth.post("/create", {"title": "One lock", "body": "One transaction."})
     assert response.status_code == 302
-    # Finding who is logged in reads; only the INSERT takes the write lock.
+    # Finding who is logged in reads; only the INSERT takes the write lock,
+    # in the transaction that began with it.
     begins = [statement for statement in statements if statement.startswith("BEGIN")]
     assert begins.count("BEGIN IMMEDIATE") == 1, begins
+    assert set(begins) == {"BEGIN DEFERRED", "BEGIN IMMEDIATE"}, begins
+    insert = next(n for n, statement in enumerate(statements) if statement.startswith("INSERT"))
+    assert [s for s in statements[:insert] if s.startswith("BEGIN")][-1] == "BEGIN IMMEDIATE"
 
 
 @pytest.mark.sqlite_only

@@ -505,7 +505,7 @@ def main() -> None:
         "--repeat",
         type=int,
         default=3,
-        help="rounds of the pages; writers get three times as many (default: %(default)s)",
+        help=f"rounds of the pages, {WRITER_ROUNDS}x as many of writers (default: %(default)s)",
     )
     parser.add_argument(
         "--json",

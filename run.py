@@ -65,7 +65,7 @@ def serve_wsgi(factory: str, host: str, port: int, workers: int, threads: int) -
     """
     # Imported here: only serving needs it, and every other command starts faster.
     from granian import Granian
-    from granian.constants import Interfaces
+    from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
 
     Granian(
@@ -73,6 +73,9 @@ def serve_wsgi(factory: str, host: str, port: int, workers: int, threads: int) -
         factory=True,
         interface=Interfaces.WSGI,
         websockets=False,  # a WSGI app has none
+        # HTTP/1.1 only: cleartext HTTP/2 streams with unfinished bodies held
+        # worker threads spinning for good.
+        http=HTTPModes.http1,
         address=host,
         port=port,
         workers=workers,

@@ -1,6 +1,7 @@
 """The blog keeps serving readers and writers while its database is migrated,
 backed up or recreated, and loses nothing it acknowledged."""
 
+import contextlib
 import socket
 import sqlite3
 import sys
@@ -282,3 +283,22 @@ def test_after_a_restart_the_blog_serves_the_file_at_its_path_whole(project):
         status, _, page = Browser(base_url).request("/")
     assert status == 200
     assert any(title in page for title in in_backup)
+
+
+# What a client speaking HTTP/2 without TLS sends first ("prior knowledge"):
+# the connection preface, then an empty SETTINGS frame.
+H2C_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+@pytest.mark.sqlite_only
+def test_the_blog_speaks_http_1_1_only(served_blog):
+    host, port = served_blog.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(H2C_PREFACE)
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := connection.recv(4096):
+                answer += chunk
+    # An HTTP/2 server answers with a SETTINGS frame (type 4 in its fourth byte).
+    assert not (len(answer) >= 4 and answer[3] == 4), answer[:40]
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:40]

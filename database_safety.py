@@ -140,6 +140,21 @@ def create_engine(url: str | URL, **kwargs) -> Engine:
     return engine
 
 
+def fold_the_wal(url: str | URL) -> None:
+    """Leave a SQLite database whole in its one file: the last connection to
+    close folds -wal into it and removes -wal and -shm. Called once nothing else
+    has it open, so that a `cp` or `mv` of the file takes every commit."""
+    path = sqlite_path(url)
+    if path is None or not path.exists():
+        return
+    engine = create_engine(url)
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
+
+
 def keep_private(path: Path) -> None:
     """The database holds password hashes: readable by its owner alone, whatever
     the umask. SQLite gives a new -wal and -shm its mode, and back_up() each copy."""

@@ -12,9 +12,11 @@ The database is alembic.ini's sqlalchemy.url, or BLOG_DATABASE_URL when set.
 """
 
 import argparse
+import functools
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -31,7 +33,7 @@ from blog.maintenance import (
     restore_db,
     schema_differences,
 )
-from database_safety import DatabaseProblem, create_engine, shown
+from database_safety import DatabaseProblem, create_engine, fold_the_wal, shown
 
 
 def init(app) -> None:
@@ -55,9 +57,12 @@ DEFAULT_WORKERS = os.cpu_count() or 1
 DEFAULT_THREADS = 4
 
 
-def serve_wsgi(factory: str, host: str, port: int, workers: int, threads: int) -> None:
+def serve_wsgi(
+    factory: str, host: str, port: int, workers: int, threads: int, on_stop: Callable[[], None]
+) -> None:
     """Serve, with granian, the WSGI app that factory ("module:function", from
-    this folder) makes in each worker process.
+    this folder) makes in each worker process; call on_stop once every worker
+    has stopped.
 
     granian reads every request whole before a thread sees it, so clients that
     send slowly, or never finish, hold no thread: with gunicorn's threads, 50
@@ -68,7 +73,7 @@ def serve_wsgi(factory: str, host: str, port: int, workers: int, threads: int) -
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
 
-    Granian(
+    server = Granian(
         factory,
         factory=True,
         interface=Interfaces.WSGI,
@@ -87,7 +92,9 @@ def serve_wsgi(factory: str, host: str, port: int, workers: int, threads: int) -
         # A worker that misses the signal to stop (one starting as it came) is
         # killed after this long, rather than keeping the server up forever.
         workers_kill_timeout=10,
-    ).serve()
+    )
+    server.on_shutdown(on_stop)
+    server.serve()
 
 
 def serving_app():
@@ -129,7 +136,11 @@ def serve(app, host: str, port: int, debug: bool, workers: int, threads: int) ->
     refuse_a_busy_port(host, port)
     # The workers fork from this process: none may inherit its connections.
     app.extensions["db_engine"].dispose()
-    serve_wsgi("run:serving_app", host, port, workers, threads)
+    # A worker's connections are never closed (its process ends without
+    # Python's exit handlers): the blog.db it leaves is whole only once this
+    # process folds blog.db-wal in.
+    stopped = functools.partial(fold_the_wal, app.config["DATABASE_URL"])
+    serve_wsgi("run:serving_app", host, port, workers, threads, on_stop=stopped)
 
 
 def check(app) -> int:

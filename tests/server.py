@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import commands
@@ -34,11 +34,17 @@ def wait_for_page(url: str, seconds: float = 20) -> str:
 
 @contextlib.contextmanager
 def serving(
-    command: list, log: Path, env: dict | None = None, cwd=None, forked: bool = True
+    command: list,
+    log: Path,
+    env: dict | None = None,
+    cwd=None,
+    forked: bool = True,
+    stop: Callable[[int], None] = lambda pid: os.killpg(pid, signal.SIGTERM),
 ) -> Iterator[str]:
     """Run command with the port it should listen on last; its base URL once it
     answers. A `python` command is forked like the tests' others (tests.commands)
-    unless forked is False."""
+    unless forked is False. Stopped afterwards by stop(pid): by default SIGTERM
+    to its whole process group."""
     port = free_port()
     command = [*map(str, command), str(port)]
     environ = {**os.environ, **(env or {})}
@@ -61,6 +67,6 @@ def serving(
         wait_for_page(base_url + "/")
         yield base_url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        stop(server.pid)
         # The server lets its workers finish what they are answering first.
         server.wait(40)

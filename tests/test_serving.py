@@ -2,6 +2,9 @@
 backed up or recreated, and loses nothing it acknowledged."""
 
 import contextlib
+import os
+import shutil
+import signal
 import socket
 import sqlite3
 import sys
@@ -302,3 +305,31 @@ def test_the_blog_speaks_http_1_1_only(served_blog):
     # An HTTP/2 server answers with a SETTINGS frame (type 4 in its fourth byte).
     assert not (len(answer) >= 4 and answer[3] == 4), answer[:40]
     assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:40]
+
+
+# Each way the blog is stopped: Ctrl+C in its terminal (SIGINT to the whole
+# group, `make run` included) and a service manager's SIGTERM to the server alone.
+STOPS = {
+    "Ctrl+C": lambda pid: os.killpg(pid, signal.SIGINT),
+    "SIGTERM to the server": lambda pid: os.kill(pid, signal.SIGTERM),
+}
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("stop", STOPS)
+def test_a_stopped_blog_is_one_whole_file(project, tmp_path, stop):
+    init_blog(project)
+    command = [sys.executable, project / "run.py", "--port"]
+    with serving(command, project / "server.log", stop=STOPS[stop]) as base_url:
+        browser = Browser(base_url)
+        assert browser.sign_up("author")
+        for n in range(5):
+            assert browser.request("/create", {"title": f"post {n}", "body": "text"})[0] == 302
+
+    assert "shutdown completed" in (project / "server.log").read_text()
+    assert not (project / "blog.db-wal").exists()
+    assert not (project / "blog.db-shm").exists()
+    # blog.db read alone, as `cp blog.db` or `mv blog.db` would take it.
+    alone = tmp_path / "alone.db"
+    shutil.copy(project / "blog.db", alone)
+    assert set(titles(alone)) == {f"post {n}" for n in range(5)}

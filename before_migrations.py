@@ -23,6 +23,8 @@ from sqlalchemy import (
     create_engine,
 )
 
+from database_safety import DatabaseProblem, refuse_a_stray_wal
+
 legacy_metadata = MetaData()
 
 legacy_post = Table(
@@ -57,6 +59,10 @@ if __name__ == "__main__":
     path = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "blog.db").resolve()
     if path.exists():
         sys.exit(f"error: {path} exists; move it away first")
+    try:
+        refuse_a_stray_wal(path)
+    except DatabaseProblem as problem:
+        sys.exit(f"error: {problem}")
     engine = create_engine(f"sqlite:///{path}")
     make_legacy_database(engine, LESSON_POSTS)
     engine.dispose()

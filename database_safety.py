@@ -99,6 +99,20 @@ def check_sqlite_file(path: Path) -> None:
         raise DatabaseProblem(f"{path} is read-only; make it writable")
 
 
+def refuse_a_stray_wal(path: Path) -> None:
+    """A -wal with writes in it but without its database belongs to a blog.db
+    that was moved or removed: SQLite would apply its pages to a new file of
+    that name, and they may be the last writes of the old one."""
+    wal = path.with_name(f"{path.name}-wal")
+    if not path.exists() and wal.exists() and wal.stat().st_size > 0:
+        raise DatabaseProblem(
+            f"{path} is gone but {wal.name} is still beside it: the last writes of a "
+            f"{path.name} that was moved or removed. Stop the blog if it runs, then put that "
+            f"{path.name} back (SQLite folds them in when it next opens it) or "
+            f"move {wal.name} and {path.name}-shm away, and run this again"
+        )
+
+
 def refuse_a_missing_database(url: str | URL) -> None:
     """Before connecting, which would create an empty SQLite file: the file must be there."""
     path = sqlite_path(url)

@@ -16,6 +16,7 @@ from database_safety import (
     back_up,
     check_sqlite_file,
     refuse_a_missing_database,
+    refuse_a_stray_wal,
     shown,
     sqlite_path,
     value_columns,
@@ -70,19 +71,6 @@ def init_db(engine: Engine, scripts: ScriptDirectory) -> Path | None:
             sqlite.execute("VACUUM")  # outside any transaction, as it must be
             sqlite.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return backup
-
-
-def refuse_a_stray_wal(path: Path) -> None:
-    """A -wal without its database belongs to a blog.db that was removed, perhaps
-    while the blog had it open: SQLite would apply its pages to a new file of
-    that name, and they may be the last writes of the old one."""
-    wal = path.with_name(f"{path.name}-wal")
-    if not path.exists() and wal.exists():
-        raise DatabaseProblem(
-            f"{path} is gone but {wal.name} is still beside it: the last writes of a "
-            f"{path.name} that was removed. Stop the blog if it runs, then move {wal.name} and "
-            f"{path.name}-shm away (or put that {path.name} back) and run init again"
-        )
 
 
 def restore_db(engine: Engine, source: Path, scripts: ScriptDirectory) -> Path | None:

@@ -304,3 +304,15 @@ def test_the_lessons_first_blog_is_made_where_alembic_ini_looks(project, runner)
     again = runner(project / "before_migrations.py")
     assert (again.returncode, again.stderr) == (1, f"error: {db} exists; move it away first\n")
     assert titles(db) == [post["title"] for post in LESSON_POSTS]
+
+
+def test_the_lessons_first_blog_is_not_made_beside_the_last_writes_of_a_removed_one(
+    project, runner
+):
+    wal = project / "blog.db-wal"
+    wal.write_bytes(b"the last writes of a blog.db that was moved away")
+    made = runner(project / "before_migrations.py")
+    assert made.returncode == 1
+    assert "blog.db-wal is still beside it" in made.stderr
+    assert not (project / "blog.db").exists()
+    assert wal.read_bytes() == b"the last writes of a blog.db that was moved away"

@@ -215,6 +215,14 @@ def test_init_names_a_wal_left_by_a_removed_database(project, runner):
     assert not (project / "blog.db").exists()
 
 
+def test_init_makes_a_blog_beside_an_empty_wal(project, runner):
+    # What a blog.db removed after a clean stop may leave: a -wal with no writes in it.
+    (project / "blog.db-wal").write_bytes(b"")
+    result = runner(project / "run.py", "init")
+    assert result.returncode == 0, result.stderr
+    assert titles(project / "blog.db") == []
+
+
 def test_check_reports_what_sqlites_own_checks_find(project, runner):
     init_blog(project)
     result = runner(project / "run.py", "check")

@@ -14,8 +14,11 @@ The database is alembic.ini's sqlalchemy.url, or BLOG_DATABASE_URL when set.
 import argparse
 import functools
 import os
+import signal
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,14 +95,30 @@ def serve_wsgi(
         # A worker that misses the signal to stop (one starting as it came) is
         # killed after this long, rather than keeping the server up forever.
         workers_kill_timeout=10,
+        # One worker that dies (killed, out of memory) is replaced, rather
+        # than taking the whole server down with it.
+        respawn_failed_workers=True,
     )
     server.on_shutdown(on_stop)
     server.serve()
 
 
 def serving_app():
+    stop_with_the_server(os.getppid())
     # serve() checked the database, once: a worker that failed the check would die.
     return create_app({"CHECK_DATABASE": False})
+
+
+def stop_with_the_server(server: int) -> None:
+    """In a worker: stop as if told to once the server process that started it
+    is gone (killed), rather than serve on as an orphan that holds the port."""
+
+    def watch() -> None:
+        while os.getppid() == server:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-with-the-server", daemon=True).start()
 
 
 class VersionlessRequestHandler(WSGIRequestHandler):

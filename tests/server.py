@@ -33,18 +33,25 @@ def wait_for_page(url: str, seconds: float = 20) -> str:
 
 
 @contextlib.contextmanager
-def serving(
+def serving(command: list, log: Path, env: dict | None = None, cwd=None, forked: bool = True):
+    """Run command with the port it should listen on last; its base URL once it
+    answers. A `python` command is forked like the tests' others (tests.commands)
+    unless forked is False. Stopped afterwards with SIGTERM to its whole process group."""
+    with server_process(command, log, env, cwd, forked) as (base_url, _):
+        yield base_url
+
+
+@contextlib.contextmanager
+def server_process(
     command: list,
     log: Path,
     env: dict | None = None,
     cwd=None,
     forked: bool = True,
     stop: Callable[[int], None] = lambda pid: os.killpg(pid, signal.SIGTERM),
-) -> Iterator[str]:
-    """Run command with the port it should listen on last; its base URL once it
-    answers. A `python` command is forked like the tests' others (tests.commands)
-    unless forked is False. Stopped afterwards by stop(pid): by default SIGTERM
-    to its whole process group."""
+) -> Iterator[tuple[str, int]]:
+    """As serving(), but the base URL and the server's process id, and stopped
+    afterwards by stop(pid)."""
     port = free_port()
     command = [*map(str, command), str(port)]
     environ = {**os.environ, **(env or {})}
@@ -65,7 +72,7 @@ def serving(
     try:
         base_url = f"http://127.0.0.1:{port}"
         wait_for_page(base_url + "/")
-        yield base_url
+        yield base_url, server.pid
     finally:
         stop(server.pid)
         # The server lets its workers finish what they are answering first.

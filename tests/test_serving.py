@@ -20,7 +20,7 @@ from database_safety import back_up
 
 from .blogs import add_filler_posts, init_blog
 from .project import REVISIONS
-from .server import serving
+from .server import server_process, serving
 from .snapshot import titles, version
 from .webclient import Browser
 
@@ -320,7 +320,7 @@ STOPS = {
 def test_a_stopped_blog_is_one_whole_file(project, tmp_path, stop):
     init_blog(project)
     command = [sys.executable, project / "run.py", "--port"]
-    with serving(command, project / "server.log", stop=STOPS[stop]) as base_url:
+    with server_process(command, project / "server.log", stop=STOPS[stop]) as (base_url, _):
         browser = Browser(base_url)
         assert browser.sign_up("author")
         for n in range(5):
@@ -333,3 +333,60 @@ def test_a_stopped_blog_is_one_whole_file(project, tmp_path, stop):
     alone = tmp_path / "alone.db"
     shutil.copy(project / "blog.db", alone)
     assert set(titles(alone)) == {f"post {n}" for n in range(5)}
+
+
+def workers_of(pid: int) -> list[int]:
+    """The processes a server process started (Linux's /proc)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        return [int(child) for child in children.read().split()]
+
+
+def is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # Ended but not yet reaped by its parent: it serves nothing.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.sqlite_only
+def test_a_worker_that_dies_is_replaced(project):
+    init_blog(project)
+    command = [sys.executable, project / "run.py", "--workers", "2", "--port"]
+    with server_process(command, project / "server.log") as (base_url, server):
+        browser = Browser(base_url)
+        assert browser.sign_up("author")
+        assert browser.request("/create", {"title": "before", "body": "text"})[0] == 302
+        first, second = workers_of(server)
+        os.kill(first, signal.SIGKILL)
+        killed = time.monotonic()
+        answered = []
+        while time.monotonic() < killed + 2:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(base_url + "/", timeout=1) as response:
+                    answered.append(response.status)
+            time.sleep(0.1)
+        time.sleep(4)  # granian starts a new worker, and the blog has two again
+        workers = workers_of(server)
+        assert browser.request("/create", {"title": "after", "body": "text"})[0] == 302
+
+    assert answered and set(answered) == {200}, answered
+    assert second in workers and first not in workers and len(workers) == 2, workers
+    assert set(titles(project / "blog.db")) == {"before", "after"}
+
+
+@pytest.mark.sqlite_only
+def test_the_workers_stop_with_the_server(project):
+    init_blog(project)
+    command = [sys.executable, project / "run.py", "--workers", "2", "--port"]
+    killed = lambda pid: os.kill(pid, signal.SIGKILL)  # noqa: E731
+    with server_process(command, project / "server.log", stop=killed) as (base_url, server):
+        workers = workers_of(server)
+    deadline = time.monotonic() + 5
+    while any(map(is_running, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(is_running, workers))
+    with pytest.raises(OSError):  # nothing answers on the port any more
+        urllib.request.urlopen(base_url + "/", timeout=1)

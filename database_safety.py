@@ -436,6 +436,60 @@ def limit_waits(migration: MigrationContext) -> None:
         migration.execute(setting)
 
 
+# How long a migration on a server waits for another one of the same database
+# to finish (-x migration_wait=SECONDS): as long as the longest statement.
+MIGRATION_WAIT = STATEMENT_TIMEOUT
+# A lock per alembic_version table (a schema on PostgreSQL, a database on
+# MariaDB), held by the migration's connection until released, across commits.
+MIGRATION_LOCKS = {
+    "postgresql": (
+        "SELECT pg_try_advisory_lock(hashtext('alembic ' || current_schema()))",
+        "SELECT pg_advisory_unlock(hashtext('alembic ' || current_schema()))",
+    ),
+    "mysql": (
+        "SELECT GET_LOCK(CONCAT('alembic ', DATABASE()), 0)",
+        "SELECT RELEASE_LOCK(CONCAT('alembic ', DATABASE()))",
+    ),
+}
+
+
+@contextlib.contextmanager
+def one_migration_at_a_time(migration: MigrationContext) -> Iterator[None]:
+    """On a server, hold the database's migration lock for the whole command: a
+    second `alembic upgrade` started meanwhile waits, then finds the revisions
+    already run and runs only what is left. (SQLite needs none: each command
+    runs in one transaction that holds its write lock from the start.)"""
+    connection = migration.bind
+    if migration.as_sql or connection is None or connection.dialect.name not in MIGRATION_LOCKS:
+        yield
+        return
+    take, release = (text(statement) for statement in MIGRATION_LOCKS[connection.dialect.name])
+    wait = timeout(migration, "migration_wait", MIGRATION_WAIT)
+    deadline, said = time.monotonic() + wait, False
+    while not connection.execute(take).scalar():
+        connection.rollback()
+        if not said:
+            log.info("Waiting for another migration of this database to finish")
+            said = True
+        if time.monotonic() > deadline:
+            raise DatabaseProblem(
+                f"another migration of this database has been running for over {wait:g} s; "
+                "run this again once it ends, or wait longer with "
+                "`alembic -x migration_wait=SECONDS ...`"
+            )
+        time.sleep(0.2)
+    # The migration's own transactions start after the lock, and read what the
+    # other migration committed.
+    connection.commit()
+    try:
+        yield
+    finally:
+        if connection.in_transaction():
+            connection.rollback()
+        connection.execute(release)
+        connection.commit()
+
+
 def attempts(migration: MigrationContext) -> Iterator[contextlib.AbstractContextManager]:
     """The migration's attempts, each under the safeguards() above, used as
 

@@ -61,7 +61,12 @@ DEFAULT_THREADS = 4
 
 
 def serve_wsgi(
-    factory: str, host: str, port: int, workers: int, threads: int, on_stop: Callable[[], None]
+    factory: str,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    on_stop: Callable[[], None] | None = None,
 ) -> None:
     """Serve, with granian, the WSGI app that factory ("module:function", from
     this folder) makes in each worker process; call on_stop once every worker
@@ -99,7 +104,8 @@ def serve_wsgi(
         # than taking the whole server down with it.
         respawn_failed_workers=True,
     )
-    server.on_shutdown(on_stop)
+    if on_stop:
+        server.on_shutdown(on_stop)
     server.serve()
 
 

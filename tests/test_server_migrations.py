@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -316,3 +317,33 @@ def test_a_latin1_mariadb_is_refused_at_start_saying_what_to_run(
         assert connection.execute(text("SELECT title, body FROM post")).all() == [
             ("Party 🎉", "🥳")
         ]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["upgrade", "head"], ["-x", "drop_data=yes", "downgrade", "base"]],
+    ids=["upgrades", "downgrades"],
+)
+def test_migrations_started_together_run_one_at_a_time(
+    legacy_db, project, runner, blog_env, command
+):
+    # As containers that each migrate at start do: three at once.
+    if command[-1] == "base":
+        upgrade_blog(project, env=blog_env)
+    with ThreadPoolExecutor(3) as pool:
+        results = list(
+            pool.map(lambda _: alembic(runner, project, *command, env=blog_env), range(3))
+        )
+
+    for result in results:
+        assert result.returncode == 0, result.stderr
+        assert "ERROR" not in result.stderr and "FAILED" not in result.stderr, result.stderr
+    assert revision_of(legacy_db) == (ADD_SESSIONS if command[-1] == "head" else None)
+    tables = set(inspect(legacy_db).get_table_names())
+    assert ("user" in tables) == (command[-1] == "head")
+    # The first revision ran once, whichever command ran it.
+    ran = "\n".join(result.stderr for result in results)
+    step = (
+        f"upgrade  -> {CREATE_USERS}" if command[-1] == "head" else f"downgrade {CREATE_USERS} ->"
+    )
+    assert ran.count(f"Running {step}") == 1, ran

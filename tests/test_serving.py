@@ -364,9 +364,11 @@ def test_a_worker_that_dies_is_replaced(project):
         killed = time.monotonic()
         answered = []
         while time.monotonic() < killed + 2:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(base_url + "/", timeout=1) as response:
-                    answered.append(response.status)
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(base_url + "/", timeout=1) as response,
+            ):
+                answered.append(response.status)
             time.sleep(0.1)
         time.sleep(4)  # granian starts a new worker, and the blog has two again
         workers = workers_of(server)

@@ -311,11 +311,12 @@ def models_metadata(config: Config) -> MetaData | None:
 
 @contextlib.contextmanager
 def connect(connectable: Engine | Connection) -> Iterator[Connection]:
-    """A connection for the migration, and its errors as one line naming the
-    database (without its password); `alembic --raiseerr` shows the traceback.
+    """A connection for the migration, holding the database's migration lock
+    (one_migration_at_a_time), and its errors as one line naming the database
+    (without its password); `alembic --raiseerr` shows the traceback.
 
     A caller may share its own connection (Alembic's cookbook, "Sharing a
-    Connection"): it is used as it is.
+    Connection"): it is used as it is, its transactions the caller's own.
     """
     try:
         if isinstance(connectable, Connection):
@@ -324,7 +325,7 @@ def connect(connectable: Engine | Connection) -> Iterator[Connection]:
         if isinstance(connectable, Engine):
             # Connecting would create an empty file that no revision can upgrade.
             refuse_a_missing_database(connectable.url)
-        with connectable.connect() as connection:
+        with connectable.connect() as connection, one_migration_at_a_time(connection):
             yield connection
     except DBAPIError as error:
         # A failure in batch mode's clean-up hides the one that set it off
@@ -437,7 +438,7 @@ def limit_waits(migration: MigrationContext) -> None:
 
 
 # How long a migration on a server waits for another one of the same database
-# to finish (-x migration_wait=SECONDS): as long as the longest statement.
+# to finish: as long as the longest statement.
 MIGRATION_WAIT = STATEMENT_TIMEOUT
 # A lock per alembic_version table (a schema on PostgreSQL, a database on
 # MariaDB), held by the migration's connection until released, across commits.
@@ -454,18 +455,17 @@ MIGRATION_LOCKS = {
 
 
 @contextlib.contextmanager
-def one_migration_at_a_time(migration: MigrationContext) -> Iterator[None]:
+def one_migration_at_a_time(connection: Connection) -> Iterator[None]:
     """On a server, hold the database's migration lock for the whole command: a
     second `alembic upgrade` started meanwhile waits, then finds the revisions
-    already run and runs only what is left. (SQLite needs none: each command
-    runs in one transaction that holds its write lock from the start.)"""
-    connection = migration.bind
-    if migration.as_sql or connection is None or connection.dialect.name not in MIGRATION_LOCKS:
+    already run and runs only what is left, and `alembic current` waits to name
+    the revision the first one reached. (SQLite needs none: each command runs in
+    one transaction that holds its write lock from the start.)"""
+    if connection.dialect.name not in MIGRATION_LOCKS:
         yield
         return
     take, release = (text(statement) for statement in MIGRATION_LOCKS[connection.dialect.name])
-    wait = timeout(migration, "migration_wait", MIGRATION_WAIT)
-    deadline, said = time.monotonic() + wait, False
+    deadline, said = time.monotonic() + MIGRATION_WAIT, False
     while not connection.execute(take).scalar():
         connection.rollback()
         if not said:
@@ -473,9 +473,8 @@ def one_migration_at_a_time(migration: MigrationContext) -> Iterator[None]:
             said = True
         if time.monotonic() > deadline:
             raise DatabaseProblem(
-                f"another migration of this database has been running for over {wait:g} s; "
-                "run this again once it ends, or wait longer with "
-                "`alembic -x migration_wait=SECONDS ...`"
+                f"another migration of this database has been running for over "
+                f"{MIGRATION_WAIT:g} s; run this again once it ends"
             )
         time.sleep(0.2)
     # The migration's own transactions start after the lock, and read what the
@@ -484,10 +483,11 @@ def one_migration_at_a_time(migration: MigrationContext) -> Iterator[None]:
     try:
         yield
     finally:
-        if connection.in_transaction():
+        # A connection the server broke has lost its lock already.
+        with contextlib.suppress(DBAPIError):
             connection.rollback()
-        connection.execute(release)
-        connection.commit()
+            connection.execute(release)
+            connection.commit()
 
 
 def attempts(migration: MigrationContext) -> Iterator[contextlib.AbstractContextManager]:

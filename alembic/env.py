@@ -71,7 +71,7 @@ def run_migrations_online() -> None:
         url, poolclass=pool.NullPool
     )
 
-    # Errors as one line, without the password.
+    # Errors as one line, without the password; one migration at a time.
     with database_safety.connect(connectable) as connection:
         context.configure(
             connection=connection,
@@ -84,11 +84,9 @@ def run_migrations_online() -> None:
         # No upgrade of a database without the blog; a backup of SQLite before a
         # downgrade, and on a server no downgrade that drops data unless told to;
         # there, a revision that waits too long for a lock is tried again.
-        # One migration at a time: a second waits, then runs only what is left.
-        with database_safety.one_migration_at_a_time(context.get_context()):
-            for attempt in database_safety.attempts(context.get_context()):
-                with attempt, context.begin_transaction():
-                    context.run_migrations()
+        for attempt in database_safety.attempts(context.get_context()):
+            with attempt, context.begin_transaction():
+                context.run_migrations()
 
 
 if context.is_offline_mode():

@@ -14,11 +14,8 @@ The database is alembic.ini's sqlalchemy.url, or BLOG_DATABASE_URL when set.
 import argparse
 import functools
 import os
-import signal
 import socket
 import sys
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,30 +66,27 @@ def serve_wsgi(
     on_stop: Callable[[], None] | None = None,
 ) -> None:
     """Serve, with granian, the WSGI app that factory ("module:function", from
-    this folder) makes in each worker process; call on_stop once every worker
-    has stopped.
-
-    granian reads every request whole before a thread sees it, so clients that
-    send slowly, or never finish, hold no thread: with gunicorn's threads, 50
-    of them stopped the blog.
-    """
+    this folder) makes in each worker process, on threads threads (see
+    blog/serving.py); call on_stop once every worker has stopped."""
     # Imported here: only serving needs it, and every other command starts faster.
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
 
+    # What each worker, which granian starts anew, serves.
+    os.environ.update(BLOG_SERVED_APP=factory, BLOG_THREADS=str(threads))
     server = Granian(
-        factory,
+        "blog.serving:served_app",
         factory=True,
-        interface=Interfaces.WSGI,
-        websockets=False,  # a WSGI app has none
+        # granian's own interface: a request's body is read before a thread runs the app.
+        interface=Interfaces.RSGI,
+        websockets=False,  # the blog has none
         # HTTP/1.1 only: cleartext HTTP/2 streams with unfinished bodies held
         # worker threads spinning for good.
         http=HTTPModes.http1,
         address=host,
         port=port,
         workers=workers,
-        blocking_threads=threads,
         # A connection per request: each goes back to the queue every worker
         # takes from, as the load benchmark measures it.
         http1_settings=HTTP1Settings(keep_alive=False),
@@ -110,21 +104,8 @@ def serve_wsgi(
 
 
 def serving_app():
-    stop_with_the_server(os.getppid())
     # serve() checked the database, once: a worker that failed the check would die.
     return create_app({"CHECK_DATABASE": False})
-
-
-def stop_with_the_server(server: int) -> None:
-    """In a worker: stop as if told to once the server process that started it
-    is gone (killed), rather than serve on as an orphan that holds the port."""
-
-    def watch() -> None:
-        while os.getppid() == server:
-            time.sleep(0.5)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="stop-with-the-server", daemon=True).start()
 
 
 class VersionlessRequestHandler(WSGIRequestHandler):

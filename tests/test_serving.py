@@ -189,8 +189,10 @@ def test_an_upgrade_racing_init_lands_in_the_backup_or_not_at_all(project, runne
 
 
 class SlowClients:
-    """Connections that send one byte and stop, and connections that send a
-    header line every 2 s, never finishing their requests."""
+    """Connections that never finish their requests: COUNT that send one byte
+    and stop, COUNT that send a header line every 2 s, COUNT that send a form's
+    body at one byte a second, and 16 that send 1 byte of a 10-byte body and
+    then nothing."""
 
     def __init__(self, base_url, count):
         host, port = base_url.removeprefix("http://").split(":")
@@ -198,23 +200,35 @@ class SlowClients:
         self.count = count
         self.stop = threading.Event()
         self.sockets = []
+        self.dripping = []  # (connection, what it still has to send)
 
-    def drip(self, connection):
-        connection.sendall(b"GET / HTTP/1.1\r\nHost: blog\r\n")
-        while not self.stop.wait(2):
-            try:
-                connection.sendall(b"X-Slowly: yes\r\n")
-            except OSError:
-                return
+    def open(self, start: bytes) -> socket.socket:
+        connection = socket.create_connection(self.address)
+        connection.sendall(start)
+        self.sockets.append(connection)
+        return connection
+
+    def drip(self):
+        while not self.stop.wait(1):
+            for n, (connection, rest) in enumerate(self.dripping):
+                if rest:
+                    with contextlib.suppress(OSError):
+                        connection.sendall(rest[:1])
+                    self.dripping[n] = (connection, rest[1:])
 
     def __enter__(self):
-        for n in range(2 * self.count):
-            connection = socket.create_connection(self.address)
-            self.sockets.append(connection)
-            if n < self.count:
-                connection.sendall(b"G")
-            else:
-                threading.Thread(target=self.drip, args=(connection,), daemon=True).start()
+        login = b"POST /auth/login HTTP/1.1\r\nHost: blog\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        for _ in range(self.count):
+            self.open(b"G")
+            self.dripping.append(
+                (self.open(b"GET / HTTP/1.1\r\nHost: blog\r\n"), b"X: y\r\n" * 1000)
+            )
+            body = b"username=someone&password=" + b"x" * 9000
+            started = self.open(login + b"Content-Length: %d\r\n\r\n" % len(body))
+            self.dripping.append((started, body))
+        for _ in range(16):
+            self.open(login + b"Content-Length: 10\r\n\r\nu")
+        threading.Thread(target=self.drip, daemon=True).start()
         return self
 
     def __exit__(self, *exc):
@@ -226,12 +240,14 @@ class SlowClients:
 @pytest.mark.sqlite_only
 def test_slow_clients_cannot_stop_the_blog(served_blog):
     with SlowClients(served_blog, 200):
+        time.sleep(2)  # every slow request has reached the server
         answered = []
-        for _ in range(10):
-            with urllib.request.urlopen(served_blog + "/", timeout=5) as response:
-                answered.append(response.status)
-            time.sleep(0.3)
-    assert answered == [200] * 10
+        for _ in range(20):
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(served_blog + "/", timeout=1) as response:
+                    answered.append(response.status)
+            time.sleep(0.2)
+    assert answered == [200] * 20
 
 
 @pytest.mark.sqlite_only
@@ -392,3 +408,34 @@ def test_the_workers_stop_with_the_server(project):
     assert not any(map(is_running, workers))
     with pytest.raises(OSError):  # nothing answers on the port any more
         urllib.request.urlopen(base_url + "/", timeout=1)
+
+
+def raw_request(base_url: str, request: bytes, seconds: float) -> tuple[bytes, float]:
+    """What the server answers to request, sent as it is, and how long it took."""
+    host, port = base_url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=seconds) as connection:
+        connection.sendall(request)
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := connection.recv(4096):
+                answer += chunk
+    return answer, time.monotonic() - started
+
+
+LOGIN = b"POST /auth/login HTTP/1.1\r\nHost: blog\r\n"
+
+
+@pytest.mark.sqlite_only
+def test_a_body_that_stops_arriving_is_answered_408_and_closed(served_blog):
+    answer, took = raw_request(served_blog, LOGIN + b"Content-Length: 10\r\n\r\nu", 30)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"did not arrive within 10 s" in answer
+    assert 9 < took < 15
+
+
+@pytest.mark.sqlite_only
+def test_a_body_declared_too_large_is_refused_unread(served_blog):
+    answer, took = raw_request(served_blog, LOGIN + b"Content-Length: 99999999\r\n\r\n", 10)
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert took < 2

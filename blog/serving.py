@@ -1,0 +1,153 @@
+"""A WSGI app as `python run.py` serves it: a request reaches the app only once
+its body is whole.
+
+granian's own WSGI interface hands a request to one of a worker's few threads
+as soon as its headers arrive, and that thread then waits for the body as it
+trickles in: sixteen clients that stopped sending mid-body stopped the blog.
+Here granian's native interface (RSGI) reads the body on the worker's event
+loop, where a waiting client holds no thread, within a deadline and a size;
+only then does a thread run the WSGI app, with the body in memory.
+"""
+
+import asyncio
+import io
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from werkzeug.utils import import_string
+
+# A body must arrive whole within this long: a form of the blog is a few
+# kilobytes, which the slowest connection still in use sends in a second.
+BODY_SECONDS = 10
+# The largest body read: the blog's own limit (MAX_CONTENT_LENGTH) is below it.
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
+
+class WholeRequests:
+    """An RSGI app that runs a WSGI app on THREADS threads, a request at a time
+    on each, with its body already read."""
+
+    def __init__(self, wsgi_app: Callable, threads: int) -> None:
+        self.wsgi_app = wsgi_app
+        self.threads = ThreadPoolExecutor(threads, thread_name_prefix="request")
+
+    async def __rsgi__(self, scope, protocol) -> None:
+        declared = scope.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
+            return refuse(protocol, 413, "The request's body is too large.")
+        try:
+            body = await asyncio.wait_for(read_body(protocol), BODY_SECONDS)
+        except TimeoutError:
+            return refuse(
+                protocol, 408, f"The request's body did not arrive within {BODY_SECONDS} s."
+            )
+        except BodyTooLarge:
+            return refuse(protocol, 413, "The request's body is too large.")
+        loop = asyncio.get_running_loop()
+        status, headers, content = await loop.run_in_executor(
+            self.threads, self.respond, environ(scope, body)
+        )
+        protocol.response_bytes(status, headers, content)
+
+    def respond(self, environ: dict) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The WSGI app's answer, whole (the blog's pages are never streamed)."""
+        started: list = []
+        written: list[bytes] = []
+
+        def start_response(status: str, headers: list, exc_info=None):
+            if exc_info and started:
+                raise exc_info[1].with_traceback(exc_info[2])
+            started[:] = [status, headers]
+            return written.append
+
+        chunks = self.wsgi_app(environ, start_response)
+        try:
+            content = b"".join([*written, *chunks])
+        finally:
+            if hasattr(chunks, "close"):
+                chunks.close()
+        status, headers = started
+        return int(status[:3]), headers, content
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(protocol) -> bytes:
+    body = bytearray()
+    async for chunk in protocol:
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise BodyTooLarge()
+    return bytes(body)
+
+
+def refuse(protocol, status: int, reason: str) -> None:
+    # The connection closes after the answer: what is left of the body is never read.
+    headers = [("content-type", "text/plain; charset=utf-8"), ("connection", "close")]
+    protocol.response_str(status, headers, f"{status}: {reason}\n")
+
+
+def environ(scope, body: bytes) -> dict:
+    """The WSGI environ of a request (PEP 3333) from granian's RSGI scope."""
+    host, _, port = scope.server.rpartition(":")
+    client, _, client_port = scope.client.rpartition(":")
+    environ = {
+        "REQUEST_METHOD": scope.method,
+        "SCRIPT_NAME": "",
+        # WSGI's strings hold the request's bytes as latin-1; granian decoded the path as UTF-8.
+        "PATH_INFO": scope.path.encode().decode("latin-1"),
+        "QUERY_STRING": scope.query_string,
+        "SERVER_NAME": host,
+        "SERVER_PORT": port,
+        "SERVER_PROTOCOL": f"HTTP/{scope.http_version}",
+        "REMOTE_ADDR": client,
+        "REMOTE_PORT": client_port,
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scope.scheme,
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    for name, value in scope.headers.items():
+        if "_" in name:
+            continue  # else X_Forwarded_For could pass for X-Forwarded-For
+        key = name.upper().replace("-", "_")
+        if key == "CONTENT_LENGTH":
+            continue  # the body's, set above (a chunked body has none)
+        if key != "CONTENT_TYPE":
+            key = "HTTP_" + key
+        if key in environ:
+            environ[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
+        else:
+            environ[key] = value
+    return environ
+
+
+def served_app() -> WholeRequests:
+    """In each granian worker: the app that BLOG_SERVED_APP ("module:factory")
+    makes, on BLOG_THREADS threads, as run.py's serve_wsgi() set them."""
+    stop_with_the_server(os.getppid())
+    factory = import_string(os.environ["BLOG_SERVED_APP"])
+    return WholeRequests(factory(), int(os.environ["BLOG_THREADS"]))
+
+
+def stop_with_the_server(server: int) -> None:
+    """Stop this worker as if told to once the server process that started it is
+    gone (killed), rather than serve on as an orphan that holds the port."""
+
+    def watch() -> None:
+        while os.getppid() == server:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-with-the-server", daemon=True).start()

@@ -188,6 +188,9 @@ def test_an_upgrade_racing_init_lands_in_the_backup_or_not_at_all(project, runne
     assert (version(backup) == [(REVISIONS[-1].revision,)]) == upgraded, upgrade.stderr
 
 
+LOGIN = b"POST /auth/login HTTP/1.1\r\nHost: blog\r\n"
+
+
 class SlowClients:
     """Connections that never finish their requests: COUNT that send one byte
     and stop, COUNT that send a header line every 2 s, COUNT that send a form's
@@ -217,7 +220,7 @@ class SlowClients:
                     self.dripping[n] = (connection, rest[1:])
 
     def __enter__(self):
-        login = b"POST /auth/login HTTP/1.1\r\nHost: blog\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        login = LOGIN + b"Content-Type: application/x-www-form-urlencoded\r\n"
         for _ in range(self.count):
             self.open(b"G")
             self.dripping.append(
@@ -243,9 +246,11 @@ def test_slow_clients_cannot_stop_the_blog(served_blog):
         time.sleep(2)  # every slow request has reached the server
         answered = []
         for _ in range(20):
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(served_blog + "/", timeout=1) as response:
-                    answered.append(response.status)
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(served_blog + "/", timeout=1) as response,
+            ):
+                answered.append(response.status)
             time.sleep(0.2)
     assert answered == [200] * 20
 
@@ -421,9 +426,6 @@ def raw_request(base_url: str, request: bytes, seconds: float) -> tuple[bytes, f
             while chunk := connection.recv(4096):
                 answer += chunk
     return answer, time.monotonic() - started
-
-
-LOGIN = b"POST /auth/login HTTP/1.1\r\nHost: blog\r\n"
 
 
 @pytest.mark.sqlite_only

@@ -11,10 +11,11 @@ it (OWASP's "Slow Down Online Guessing Attacks with Device Cookies"): its
 attempts count against that browser, not the name, so that guesses from
 anywhere else can never keep the account's owner out.
 
-An attempt is committed as a failure before it is counted, and it counts
-every failure committed by then, its own and any that came in meanwhile. So
-tries at the same moment, in any process, can never let more than the limit
-through; at worst a few more of them are refused.
+A try is refused at once, writing nothing, if the failures already there
+reach the limit. Otherwise it is committed as a failure before it is counted
+again, and that count holds every failure committed by then, its own and any
+that came in meanwhile. So tries at the same moment, in any process, can never
+let more than the limit through; at worst a few more of them are refused.
 """
 
 import math
@@ -28,7 +29,7 @@ from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import InstrumentedAttribute
 from werkzeug.exceptions import TooManyRequests
 
-from .db import get_db
+from .db import get_db, reading
 from .models import LoginFailure, utcnow
 
 MAX_FAILURES_PER_NAME = 5
@@ -65,7 +66,6 @@ def record_attempt(username_key: str | None) -> Attempt:
     have (failures then count against the address alone, in effect); None
     counts against the address alone (a registration).
     """
-    db = get_db()
     now = utcnow()
     since = now - LOGIN_WINDOW
     # The longest IPv6 address in text fits; a zone index ("%eth0") may not.
@@ -75,6 +75,14 @@ def record_attempt(username_key: str | None) -> Attempt:
     checks = [(FROM_ADDRESS, attempt.address, MAX_FAILURES_PER_ADDRESS)]
     if username_key is not None:
         checks.append((BY_NAME, attempt.username_key, MAX_FAILURES_PER_NAME))
+    # Counted first on a read that takes no write lock: a flood of tries
+    # already over the limit writes nothing, and empties no page cache.
+    with reading() as connection:
+        for (_, count), value, limit in checks:
+            failures, oldest = connection.execute(count, {"value": value, "since": since}).one()
+            if failures >= limit:
+                raise too_many_tries(oldest, now)
+    db = get_db()
     for (clear_out, _), value, _ in checks:
         db.execute(clear_out, {"value": value, "since": since})
     db.add(attempt)
@@ -83,18 +91,21 @@ def record_attempt(username_key: str | None) -> Attempt:
     for (_, count), value, limit in checks:
         failures, oldest = db.execute(count, {"value": value, "since": since}).one()
         failures_left = min(failures_left, limit - failures)
-        if failures > limit:
+        if failures > limit:  # tries at the same moment: this one came last
             db.delete(attempt)  # a refused try is not a guess
             db.commit()
-            wait = seconds_until(oldest + LOGIN_WINDOW, now)
-            minutes = math.ceil(wait / 60)
-            raise TooManyRequests(
-                f"Too many tries. Wait {minutes} minute{'s' if minutes > 1 else ''}, "
-                "then try again.",
-                retry_after=wait,
-            )
+            raise too_many_tries(oldest, now)
     db.commit()
     return Attempt(attempt, failures_left)
+
+
+def too_many_tries(oldest: datetime, now: datetime) -> TooManyRequests:
+    wait = seconds_until(oldest + LOGIN_WINDOW, now)
+    minutes = math.ceil(wait / 60)
+    return TooManyRequests(
+        f"Too many tries. Wait {minutes} minute{'s' if minutes > 1 else ''}, then try again.",
+        retry_after=wait,
+    )
 
 
 def clear_failures(username_key: str, attempt: Attempt) -> None:

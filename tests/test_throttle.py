@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import event, text, update
 
 from blog.db import get_db
 from blog.models import LoginFailure, User, utcnow
@@ -155,3 +155,31 @@ def test_failed_logins_are_counted_across_processes_and_threads(serve):
         "/auth/login", {"username": "alice", "password": PASSWORD}
     )
     assert status == 429 and "Too many tries. Wait 15 minutes, then try again." in page
+
+
+@pytest.fixture
+def writes(app):
+    """The statements that change something, and the commits, that the blog sends from now on."""
+    sent: list[str] = []
+
+    def statement(connection, cursor, sql, *args):
+        if sql.split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            sent.append(sql)
+
+    engine = app.extensions["db_engine"]
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "commit", lambda connection: sent.append("COMMIT"))
+    return sent
+
+
+@pytest.mark.parametrize("refused", ["login", "registration"])
+def test_a_try_refused_by_the_throttle_writes_nothing(app, auth, writes, refused):
+    for n in range(20):
+        assert auth.login(f"nobody{n}", "wrong password").status_code == 401
+    writes.clear()
+    if refused == "login":
+        response = auth.login("test", PASSWORD)
+    else:
+        response = auth.post("/auth/register", {"username": "new", "password": "a fine password"})
+    assert response.status_code == 429
+    assert writes == []

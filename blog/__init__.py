@@ -49,8 +49,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         if os.environ.get("BLOG_HOSTS")
         else None,
         # A session ends after a day without a request, and two weeks after login.
-        SESSION_IDLE_SECONDS=seconds_setting("BLOG_SESSION_IDLE_SECONDS", 24 * 3600),
-        SESSION_MAX_SECONDS=seconds_setting("BLOG_SESSION_MAX_SECONDS", 14 * 24 * 3600),
+        SESSION_IDLE_SECONDS=whole_setting("BLOG_SESSION_IDLE_SECONDS", 24 * 3600, "seconds"),
+        SESSION_MAX_SECONDS=whole_setting("BLOG_SESSION_MAX_SECONDS", 14 * 24 * 3600, "seconds"),
+        # The pages each worker process keeps (blog/pagecache.py), in bytes.
+        PAGE_CACHE_BYTES=whole_setting("BLOG_PAGE_CACHE_BYTES", 16 * 1024 * 1024, "bytes"),
         # How passwords are hashed (werkzeug's method string): scrypt, slow on purpose.
         PASSWORD_HASH_METHOD="scrypt",
     )
@@ -90,12 +92,12 @@ class SettingProblem(ClickException):
     """A setting the blog cannot use; the message says which and why."""
 
 
-def seconds_setting(variable: str, default: int) -> int:
+def whole_setting(variable: str, default: int, unit: str) -> int:
     value = os.environ.get(variable)
     if value is None:
         return default
     if not (value.isascii() and value.isdigit() and int(value) >= 1):
-        raise SettingProblem(f"{variable} must be a whole number of seconds, not {value!r}")
+        raise SettingProblem(f"{variable} must be a whole number of {unit}, not {value!r}")
     return int(value)
 
 

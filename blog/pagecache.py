@@ -23,6 +23,7 @@ import threading
 from collections import OrderedDict
 from datetime import datetime
 from typing import NamedTuple
+from urllib.parse import parse_qsl, urlencode
 
 from flask import Response, current_app, g, request, session
 
@@ -31,8 +32,8 @@ from .models import utcnow
 
 # The read-only pages that may be shown from the cache.
 CACHEABLE_ENDPOINTS = frozenset({"posts.index", "posts.detail", "posts.users", "posts.user"})
-# Pages per worker process (a few KiB each); the oldest goes first.
-MAX_PAGES = 500
+# What of a query string these pages read: the cursor of a page of posts or users.
+PAGE_PARAMETERS = ("before", "after")
 
 
 # Whose pages a key names: nobody logged in, or one login (see logged_in_reader).
@@ -48,10 +49,13 @@ class Page(NamedTuple):
 
 
 class PageCache:
-    def __init__(self, path) -> None:
-        self.path = path
+    """Pages by reader and address, up to max_bytes of them; the oldest goes first."""
+
+    def __init__(self, path, max_bytes: int) -> None:
+        self.path, self.max_bytes = path, max_bytes
         self.lock = threading.Lock()
         self.pages: OrderedDict[tuple[Reader, str], Page] = OrderedDict()
+        self.bytes = 0
         self.version: int | None = None
         self.watcher: sqlite3.Connection | None = None
         self.watcher_pid: int | None = None
@@ -77,6 +81,7 @@ class PageCache:
             version = self.current_version()
             if version != self.version:
                 self.pages.clear()
+                self.bytes = 0
                 self.version = version
             page = self.pages.get(key)
         if page is not None and page.ends is not None and page.ends <= utcnow():
@@ -87,14 +92,23 @@ class PageCache:
         with self.lock:
             if version != self.version:
                 return  # a commit was seen since the page began: it may be older
+            replaced = self.pages.pop(key, None)
+            self.bytes += len(page.body) - (len(replaced.body) if replaced else 0)
             self.pages[key] = page
-            while len(self.pages) > MAX_PAGES:
-                self.pages.popitem(last=False)
+            while self.bytes > self.max_bytes:
+                self.bytes -= len(self.pages.popitem(last=False)[1].body)
 
 
 def address(environ: dict) -> str:
-    """A page's address as the request gave it; only a page served whole to it is kept."""
-    return f"{environ.get('HTTP_HOST', '')}{environ['PATH_INFO']}?{environ.get('QUERY_STRING', '')}"
+    """What makes one page differ from another: its path and its cursor, as the
+    views read them (the first of each name); never the Host or a parameter
+    no view reads, which anyone can vary at will."""
+    query = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True, errors="replace")
+    cursor = {}
+    for name, value in query:
+        if name in PAGE_PARAMETERS:
+            cursor.setdefault(name, value)
+    return f"{environ['PATH_INFO']}?{urlencode(sorted(cursor.items()))}"
 
 
 class AnonymousPagesFirst:
@@ -180,7 +194,7 @@ def init_app(app) -> None:
     if database_file is None:
         app.extensions["page_cache"] = None
         return
-    app.extensions["page_cache"] = PageCache(database_file.path)
+    app.extensions["page_cache"] = PageCache(database_file.path, app.config["PAGE_CACHE_BYTES"])
     app.before_request(serve_from_cache)
     app.after_request(keep_in_cache)
     app.wsgi_app = AnonymousPagesFirst(app, app.wsgi_app)

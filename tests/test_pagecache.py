@@ -8,6 +8,8 @@ from contextlib import closing
 import pytest
 from sqlalchemy import event
 
+from blog import create_app
+
 from .pages import PASSWORD, flashes, logged_in_as
 from .webclient import Browser
 
@@ -170,3 +172,27 @@ def test_a_write_in_one_process_is_seen_by_the_next_read_in_another(served_blog,
     for _ in range(20):
         page = reader.request("/")[2]
         assert "Retitled" in page and "Still there" not in page
+
+
+def cached_bytes(app) -> int:
+    return sum(len(page.body) for page in app.extensions["page_cache"].pages.values())
+
+
+def test_a_page_is_kept_once_whatever_the_host_or_unknown_parameters(app, client, statements):
+    first = client.get("/post/1").get_data(as_text=True)
+    made = len(statements)
+    for n in range(200):
+        query = f"i={n}&pad={'x' * 2000}"
+        page = client.get(f"/post/1?{query}", headers={"Host": f"host{n}.example"})
+        assert page.get_data(as_text=True) == first
+    assert len(statements) == made  # each was the one page, from the cache
+    assert len(app.extensions["page_cache"].pages) == 1
+
+
+def test_the_cache_keeps_at_most_its_bytes(app, database_url, monkeypatch):
+    monkeypatch.setenv("BLOG_PAGE_CACHE_BYTES", "3000")
+    app = create_app({"DATABASE_URL": database_url, "SECRET_KEY": "test"})
+    client = app.test_client()
+    for path in ["/", "/users", "/users/test", "/post/1", "/post/2", "/?after=2"] * 3:
+        assert client.get(path).status_code == 200
+    assert 0 < cached_bytes(app) <= 3_000

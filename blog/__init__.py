@@ -11,7 +11,7 @@ from werkzeug.wrappers import Response
 
 from database_safety import database_url
 
-from . import auth, csrf, db, headers, pagecache, posts
+from . import auth, csrf, db, headers, hosts, pagecache, posts
 from .maintenance import check_database, migration_scripts
 from .models import MAX_ID
 from .sessions import CookieSignedNowAndThen
@@ -85,6 +85,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     # form (a bad token, or a body over MAX_CONTENT_LENGTH, which reading the
     # token finds) still shows who is logged in.
     csrf.init_app(app)
+    hosts.init_app(app)  # last: its check comes before the page cache answers anything
     return app
 
 

@@ -104,7 +104,7 @@ def address(environ: dict) -> str:
     views read them (the first of each name); never the Host or a parameter
     no view reads, which anyone can vary at will."""
     query = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True, errors="replace")
-    cursor = {}
+    cursor: dict[str, str] = {}
     for name, value in query:
         if name in PAGE_PARAMETERS:
             cursor.setdefault(name, value)

@@ -1,0 +1,61 @@
+"""A Host the blog cannot use gets a plain 400, and no redirect names the host a
+request gave."""
+
+import logging
+import socket
+
+import pytest
+
+UNUSABLE_HOSTS = [
+    "a." * 127 + "b",  # 255 characters
+    "a..b",
+    "x" * 64 + ".example",
+    "a b",
+    "[::1",
+    "blog.example:99999",
+    ".",
+    "-a.b",
+]
+
+
+@pytest.mark.parametrize("host", UNUSABLE_HOSTS)
+@pytest.mark.parametrize("path", ["/", "/post/1", "/post//1", "/auth/login", "/nowhere"])
+def test_a_host_the_blog_cannot_use_gets_a_plain_400(client, caplog, host, path):
+    with caplog.at_level(logging.WARNING):
+        response = client.get(path, headers={"Host": host})
+    assert response.status_code == 400
+    assert "Host header" in response.get_data(as_text=True)
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    [line] = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert "Host" in line.getMessage() and not line.exc_info
+
+
+@pytest.mark.parametrize("host", ["blog.example", "127.0.0.1:5000", "[::1]:5000", "localhost"])
+def test_a_usable_host_gets_the_page(client, host):
+    assert client.get("/", headers={"Host": host}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        ("/post//2", "/post/2"),
+        ("/users/TEST", "/users/test"),
+        ("/favicon.ico", "/static/favicon.svg"),
+    ],
+)
+def test_no_redirect_names_the_requests_host(client, path, location):
+    response = client.get(path, headers={"Host": "evil.example"})
+    assert response.status_code in (301, 308)
+    assert response.headers["Location"] == location
+
+
+@pytest.mark.sqlite_only
+def test_a_real_server_answers_an_unusable_host_with_400(served_blog, project):
+    host, port = served_blog.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(b"GET /post/1 HTTP/1.1\r\nHost: a..b\r\nConnection: close\r\n\r\n")
+        answer = connection.makefile("rb").read()
+    assert answer.startswith(b"HTTP/1.1 400")
+    log = (project / "server.log").read_text()
+    assert "Traceback" not in log
+    assert sum("a..b" in line for line in log.splitlines()) == 1

@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl, urlencode
 from flask import Response, current_app, g, request, session
 
 from .db import refuse_a_moved_file
+from .hosts import usable
 from .models import utcnow
 
 # The read-only pages that may be shown from the cache.
@@ -121,22 +122,29 @@ class AnonymousPagesFirst:
         self.cookie_name = app.config["SESSION_COOKIE_NAME"]
         self.wsgi_app = wsgi_app
 
-    def __call__(self, environ, start_response):
-        method = environ["REQUEST_METHOD"]
+    def page_now(self, environ: dict) -> Page | None:
+        """The kept page for an anonymous GET or HEAD, found without waiting for
+        anything (blog/serving.py asks on its event loop), or None."""
         if (
-            method in ("GET", "HEAD")
+            environ["REQUEST_METHOD"] not in ("GET", "HEAD")
             # Any mention of the name sends the request the long way, which is always right.
-            and self.cookie_name not in environ.get("HTTP_COOKIE", "")
-            and self.database_file.still_there()
+            or self.cookie_name in environ.get("HTTP_COOKIE", "")
+            # The blog refuses such a request (blog/hosts.py): not from here.
+            or not usable(environ.get("HTTP_HOST", "localhost"))
+            or not self.database_file.still_there()
         ):
-            try:
-                _, page = self.cache.look_up((ANONYMOUS, address(environ)))
-            except sqlite3.Error:
-                page = None  # the page, made the usual way, says what is wrong
-            if page is not None:
-                start_response(page.status, list(page.headers))  # the server may add to it
-                return [page.body] if method == "GET" else []
-        return self.wsgi_app(environ, start_response)
+            return None
+        try:
+            return self.cache.look_up((ANONYMOUS, address(environ)))[1]
+        except sqlite3.Error:
+            return None  # the page, made the usual way, says what is wrong
+
+    def __call__(self, environ, start_response):
+        page = self.page_now(environ)
+        if page is None:
+            return self.wsgi_app(environ, start_response)
+        start_response(page.status, list(page.headers))  # the server may add to it
+        return [page.body] if environ["REQUEST_METHOD"] == "GET" else []
 
 
 def reader() -> Reader | None:
@@ -192,9 +200,9 @@ def init_app(app) -> None:
     security headers are added (registered later, so run sooner)."""
     database_file = app.extensions["db_file"]
     if database_file is None:
-        app.extensions["page_cache"] = None
+        app.extensions["page_cache"] = app.extensions["anonymous_pages"] = None
         return
     app.extensions["page_cache"] = PageCache(database_file.path, app.config["PAGE_CACHE_BYTES"])
     app.before_request(serve_from_cache)
     app.after_request(keep_in_cache)
-    app.wsgi_app = AnonymousPagesFirst(app, app.wsgi_app)
+    app.wsgi_app = app.extensions["anonymous_pages"] = AnonymousPagesFirst(app, app.wsgi_app)

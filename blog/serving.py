@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from werkzeug.utils import import_string
 
@@ -30,10 +31,17 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 
 class WholeRequests:
     """An RSGI app that runs a WSGI app on THREADS threads, a request at a time
-    on each, with its body already read."""
+    on each, with its body already read.
 
-    def __init__(self, wsgi_app: Callable, threads: int) -> None:
-        self.wsgi_app = wsgi_app
+    A request that page_now(environ) answers (the blog's anonymous pages from
+    its cache) is answered on the event loop itself: handing it to a thread
+    and back would cost more than finding the page.
+    """
+
+    def __init__(
+        self, wsgi_app: Callable, threads: int, page_now: Callable[[dict], Any] | None = None
+    ) -> None:
+        self.wsgi_app, self.page_now = wsgi_app, page_now
         self.threads = ThreadPoolExecutor(threads, thread_name_prefix="request")
 
     async def __rsgi__(self, scope, protocol) -> None:
@@ -41,17 +49,19 @@ class WholeRequests:
         if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
             return refuse(protocol, 413, "The request's body is too large.")
         try:
-            body = await asyncio.wait_for(read_body(protocol), BODY_SECONDS)
+            body = await read_body(protocol, scope) if has_body(scope) else b""
         except TimeoutError:
             return refuse(
                 protocol, 408, f"The request's body did not arrive within {BODY_SECONDS} s."
             )
         except BodyTooLarge:
             return refuse(protocol, 413, "The request's body is too large.")
+        request = environ(scope, body)
+        page = self.page_now(request) if self.page_now else None
+        if page is not None:
+            return protocol.response_bytes(int(page.status[:3]), page.headers, page.body)
         loop = asyncio.get_running_loop()
-        status, headers, content = await loop.run_in_executor(
-            self.threads, self.respond, environ(scope, body)
-        )
+        status, headers, content = await loop.run_in_executor(self.threads, self.respond, request)
         protocol.response_bytes(status, headers, content)
 
     def respond(self, environ: dict) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -79,12 +89,18 @@ class BodyTooLarge(Exception):
     pass
 
 
-async def read_body(protocol) -> bytes:
+def has_body(scope) -> bool:
+    headers = scope.headers
+    return headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+
+
+async def read_body(protocol, scope) -> bytes:
     body = bytearray()
-    async for chunk in protocol:
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise BodyTooLarge()
+    async with asyncio.timeout(BODY_SECONDS):
+        async for chunk in protocol:
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise BodyTooLarge()
     return bytes(body)
 
 
@@ -137,8 +153,10 @@ def served_app() -> WholeRequests:
     """In each granian worker: the app that BLOG_SERVED_APP ("module:factory")
     makes, on BLOG_THREADS threads, as run.py's serve_wsgi() set them."""
     stop_with_the_server(os.getppid())
-    factory = import_string(os.environ["BLOG_SERVED_APP"])
-    return WholeRequests(factory(), int(os.environ["BLOG_THREADS"]))
+    app = import_string(os.environ["BLOG_SERVED_APP"])()
+    anonymous_pages = getattr(app, "extensions", {}).get("anonymous_pages")  # the blog's
+    page_now = anonymous_pages.page_now if anonymous_pages else None
+    return WholeRequests(app, int(os.environ["BLOG_THREADS"]), page_now)
 
 
 def stop_with_the_server(server: int) -> None:

@@ -66,17 +66,38 @@ def database_url(config: Config) -> str:
     return url
 
 
+# What a host name or address holds. Anything else, an "@" above all, is most
+# likely the rest of a password that was not URL-encoded.
+HOST_CHARACTERS = re.compile(r"[A-Za-z0-9._:%\[\]-]+")
+
+
+def parsed_url(url: str | URL) -> URL:
+    """The URL, refused without being repeated if its host could hold part of a password."""
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise DatabaseProblem(
+            "the database URL cannot be read as dialect+driver://user:password@host/database"
+        ) from None
+    if parsed.host is not None and not HOST_CHARACTERS.fullmatch(parsed.host):
+        raise DatabaseProblem(
+            "the database URL's host is not a host name, so its password may hold an @, / or "
+            "space: write each such character URL-encoded (@ as %40, / as %2F, a space as %20)"
+        )
+    return parsed
+
+
 def shown(url: str | URL) -> str:
     """A database URL as it may be printed: without its password, wherever the URL
     holds one (user:password@host, or ?password= as the drivers also take it)."""
-    url = make_url(url)
+    url = parsed_url(url)
     passwords = [name for name in url.query if "pass" in name.lower()]
     return url.difference_update_query(passwords).render_as_string(hide_password=True)
 
 
 def sqlite_path(url: str | URL) -> Path | None:
     """The file behind a SQLite URL; None for a database server or memory."""
-    parsed = make_url(url)
+    parsed = parsed_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database).resolve()
@@ -141,7 +162,7 @@ SQLITE_PRAGMAS = (
 def create_engine(url: str | URL, **kwargs) -> Engine:
     """An engine for the blog's database, with SQLite's settings on SQLite."""
     try:
-        engine = sqlalchemy.create_engine(url, **kwargs)
+        engine = sqlalchemy.create_engine(parsed_url(url), **kwargs)
     except ModuleNotFoundError as error:  # the URL's driver
         raise DatabaseProblem(
             f"{shown(url)} needs the Python module {error.name}, which is not installed; the "

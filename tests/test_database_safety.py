@@ -250,3 +250,31 @@ def test_autogenerate_writes_a_draft_revision(project, runner, blog_at_head, bac
     assert f'down_revision: str | Sequence[str] | None = "{ADD_SESSIONS}"' in source
     assert "op.drop_column('post', 'extra')" in source
     assert "op.create_index('ix_login_failure_address', 'login_failure'" in source
+
+
+# A password with an unencoded "@": URL parsers take what follows the first "@"
+# for the host.
+UNENCODED_AT = [
+    "postgresql+psycopg://postgres:p@Sup3rS3cret@127.0.0.1:1/x",
+    "mysql+pymysql://root:p@Sup3rS3cret@127.0.0.1:1/x",
+    "postgresql+psycopg://postgres:p@Sup3r S3cret@127.0.0.1:1/x",
+]
+
+
+@pytest.mark.parametrize("url", UNENCODED_AT)
+@pytest.mark.parametrize("command", ["run.py check", "run.py", "alembic upgrade head", "copy to"])
+def test_no_part_of_a_password_is_printed_however_the_url_is_written(
+    project, runner, url, command
+):
+    init_blog(project)
+    if command == "copy to":
+        result = runner(project / "run.py", "copy", f"sqlite:///{project / 'blog.db'}", url)
+    elif command.startswith("alembic"):
+        result = alembic(runner, project, *command.split()[1:], env={"BLOG_DATABASE_URL": url})
+    else:
+        result = runner(project / "run.py", *command.split()[1:], env={"BLOG_DATABASE_URL": url})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "S3cret" not in output
+    assert "%40" in output  # what to write instead
+    assert "Traceback" not in output

@@ -150,10 +150,11 @@ def refuse_a_missing_database(url: str | URL) -> None:
 # checked. synchronous=FULL, not the usual NORMAL: with NORMAL a power cut can
 # take back the last commits, and the blog promises that a post it has
 # acknowledged stays.
+SQLITE_BUSY_TIMEOUT = "PRAGMA busy_timeout = 5000"
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = FULL",
-    "PRAGMA busy_timeout = 5000",
+    SQLITE_BUSY_TIMEOUT,
     "PRAGMA foreign_keys = ON",
     "PRAGMA journal_size_limit = 67108864",
 )
@@ -173,6 +174,24 @@ def create_engine(url: str | URL, **kwargs) -> Engine:
         event.listen(engine, "connect", functools.partial(_configure_sqlite, sqlite_path(url)))
         event.listen(engine, "begin", _begin)
     return engine
+
+
+def create_reading_engine(url: str | URL) -> Engine:
+    """An engine that reads another database and never changes it: a SQLite
+    file is opened read-only, without the settings that write (WAL, the file's
+    mode) and without the write lock."""
+    path = sqlite_path(url)
+    if path is None:
+        return create_engine(url)
+    if not path.is_file():
+        raise DatabaseProblem(f"{path} does not exist")
+    file_uri = f"{path.as_uri()}?mode=ro"
+    engine = sqlalchemy.create_engine(
+        url, creator=lambda: sqlite3.connect(file_uri, uri=True, check_same_thread=False)
+    )
+    event.listen(engine, "connect", _configure_sqlite_reader)
+    event.listen(engine, "begin", _begin)
+    return engine.execution_options(begin="DEFERRED")
 
 
 def fold_the_wal(url: str | URL) -> None:
@@ -210,6 +229,11 @@ def _configure_sqlite(path: Path | None, dbapi_connection, connection_record) ->
     # outside any transaction (SQLAlchemy's pysqlite documentation): a
     # migration that fails rolls back whole.
     dbapi_connection.isolation_level = None
+
+
+def _configure_sqlite_reader(dbapi_connection, connection_record) -> None:
+    dbapi_connection.execute(SQLITE_BUSY_TIMEOUT)  # alone: the other settings write
+    dbapi_connection.isolation_level = None  # BEGIN is ours, as above
 
 
 def _begin(connection) -> None:

@@ -33,7 +33,13 @@ from blog.maintenance import (
     restore_db,
     schema_differences,
 )
-from database_safety import DatabaseProblem, create_engine, fold_the_wal, shown
+from database_safety import (
+    DatabaseProblem,
+    create_engine,
+    create_reading_engine,
+    fold_the_wal,
+    shown,
+)
 
 
 def init(app) -> None:
@@ -181,7 +187,7 @@ def ways(count: int) -> str:
 
 
 def copy(app, source_url: str, target_url: str, dry_run: bool) -> None:
-    source, target = create_engine(source_url), create_engine(target_url)
+    source, target = create_reading_engine(source_url), create_engine(target_url)
     copied = copy_database(
         source,
         target,

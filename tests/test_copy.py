@@ -270,3 +270,29 @@ def test_verification_finds_a_target_that_differs(project, runner, source_url, d
         verify(source, target, batch_size=1000)
     source.dispose()
     target.dispose()
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("dry_run", [True, False], ids=["--dry-run", "copy"])
+@pytest.mark.parametrize("through_a_link", [False, True], ids=["file", "symlink"])
+def test_copy_never_changes_its_source(
+    project, runner, source_url, tmp_path, dry_run, through_a_link
+):
+    source = tmp_path / "source.db"
+    with closing(sqlite3.connect(source)) as connection:
+        connection.execute("PRAGMA journal_mode = DELETE")  # as an older blog.db may be
+    source.chmod(0o644)
+    before = source.read_bytes()
+    named = source
+    if through_a_link:
+        named = tmp_path / "link.db"
+        named.symlink_to(source)
+    target = tmp_path / "target.db"
+    options = ["--dry-run"] if dry_run else []
+    result = runner(
+        project / "run.py", "copy", *options, f"sqlite:///{named}", f"sqlite:///{target}"
+    )
+    assert result.returncode == 0, result.stderr
+    assert source.read_bytes() == before
+    assert oct(source.stat().st_mode & 0o777) == oct(0o644)
+    assert sorted(path.name for path in tmp_path.glob("source.db*")) == ["source.db"]

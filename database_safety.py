@@ -146,11 +146,12 @@ def refuse_a_missing_database(url: str | URL) -> None:
 # --- SQLite's connection ----------------------------------------------------
 
 # SQLite as production apps run it: write-ahead logging, so that readers never
-# wait for a writer; a writer waits up to 5 s for another; foreign keys
+# wait for a writer; a page's writer waits up to 5 s for another; foreign keys
 # checked. synchronous=FULL, not the usual NORMAL: with NORMAL a power cut can
 # take back the last commits, and the blog promises that a post it has
 # acknowledged stays.
-SQLITE_BUSY_TIMEOUT = "PRAGMA busy_timeout = 5000"
+PAGE_LOCK_WAIT = 5
+SQLITE_BUSY_TIMEOUT = f"PRAGMA busy_timeout = {PAGE_LOCK_WAIT * 1000}"
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = FULL",
@@ -160,8 +161,27 @@ SQLITE_PRAGMAS = (
 )
 
 
-def create_engine(url: str | URL, **kwargs) -> Engine:
-    """An engine for the blog's database, with SQLite's settings on SQLite."""
+# How long `alembic` and `run.py` commands wait for SQLite's write lock: a person
+# waiting on a command can wait longer than a page does (BLOG_COMMAND_WAIT_SECONDS).
+COMMAND_LOCK_WAIT = 60
+
+
+def command_lock_wait() -> int:
+    value = os.environ.get("BLOG_COMMAND_WAIT_SECONDS")
+    if value is None:
+        return COMMAND_LOCK_WAIT
+    if not (value.isascii() and value.isdigit() and int(value) >= 1):
+        raise DatabaseProblem(
+            f"BLOG_COMMAND_WAIT_SECONDS must be a whole number of seconds, not {value!r}"
+        )
+    return int(value)
+
+
+def create_engine(url: str | URL, lock_wait: int | None = None, **kwargs) -> Engine:
+    """An engine for the blog's database, with SQLite's settings on SQLite.
+
+    A command passes lock_wait, the seconds it waits for SQLite's write lock
+    (a page waits 5 s): after those 5 s it says what it waits for."""
     try:
         engine = sqlalchemy.create_engine(parsed_url(url), **kwargs)
     except ModuleNotFoundError as error:  # the URL's driver
@@ -172,7 +192,9 @@ def create_engine(url: str | URL, **kwargs) -> Engine:
         ) from error
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", functools.partial(_configure_sqlite, sqlite_path(url)))
-        event.listen(engine, "begin", _begin)
+        event.listen(
+            engine, "begin", functools.partial(_begin_waiting, lock_wait) if lock_wait else _begin
+        )
     return engine
 
 
@@ -251,6 +273,28 @@ def _begin(connection) -> None:
         raise DBAPIError.instance(
             begin, None, error, dbapi.Error, dialect=connection.dialect
         ) from error
+
+
+def _begin_waiting(lock_wait: int, connection) -> None:
+    """A command's BEGIN: a page's wait, then a line saying what it waits for,
+    then the rest of lock_wait."""
+    try:
+        return _begin(connection)
+    except DBAPIError as error:
+        if getattr(error.orig, "sqlite_errorname", "") != "SQLITE_BUSY":
+            raise
+    log.warning(
+        "waiting for the write lock of %s, which another process holds (the blog writing, or "
+        "another command), for up to %s s more (BLOG_COMMAND_WAIT_SECONDS)",
+        sqlite_path(connection.engine.url),
+        max(lock_wait - PAGE_LOCK_WAIT, 0),
+    )
+    driver = connection.connection.dbapi_connection
+    driver.execute(f"PRAGMA busy_timeout = {max(lock_wait - PAGE_LOCK_WAIT, 0) * 1000}")
+    try:
+        _begin(connection)
+    finally:
+        driver.execute(SQLITE_BUSY_TIMEOUT)
 
 
 def transactional_ddl(url: str | URL) -> bool | None:

@@ -13,6 +13,7 @@ The database is alembic.ini's sqlalchemy.url, or BLOG_DATABASE_URL when set.
 
 import argparse
 import functools
+import logging
 import os
 import socket
 import sys
@@ -35,6 +36,7 @@ from blog.maintenance import (
 )
 from database_safety import (
     DatabaseProblem,
+    command_lock_wait,
     create_engine,
     create_reading_engine,
     fold_the_wal,
@@ -187,7 +189,8 @@ def ways(count: int) -> str:
 
 
 def copy(app, source_url: str, target_url: str, dry_run: bool) -> None:
-    source, target = create_reading_engine(source_url), create_engine(target_url)
+    source = create_reading_engine(source_url)
+    target = create_engine(target_url, command_lock_wait())
     copied = copy_database(
         source,
         target,
@@ -257,10 +260,13 @@ def main(argv: list[str] | None = None) -> int:
         "check", help="compare the database's tables with the models; exit 1 naming each difference"
     )
     args = parser.parse_args(argv)
+    if args.command:
+        # What the database side says as it goes ("waiting for the write lock ..."), as lines.
+        logging.basicConfig(format="%(message)s")
 
     try:
         # The commands create, replace or copy the database: serve() checks it.
-        app = create_app({"CHECK_DATABASE": False})
+        app = create_app({"CHECK_DATABASE": False, "LOCK_WAIT_SECONDS": command_lock_wait()})
         if args.command == "init":
             init(app)
         elif args.command == "restore":

@@ -66,9 +66,9 @@ def run_migrations_online() -> None:
 
     """
     # A caller may share its connection (the cookbook's "Sharing a Connection");
-    # otherwise an engine with the blog's SQLite settings.
+    # otherwise an engine with the blog's SQLite settings, waiting as a command does.
     connectable = config.attributes.get("connection") or database_safety.create_engine(
-        url, poolclass=pool.NullPool
+        url, database_safety.command_lock_wait(), poolclass=pool.NullPool
     )
 
     # Errors as one line, without the password; one migration at a time.

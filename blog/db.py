@@ -192,7 +192,7 @@ def database_unavailable(error: DBAPIError):
 
 
 def init_app(app) -> None:
-    engine = create_engine(app.config["DATABASE_URL"])
+    engine = create_engine(app.config["DATABASE_URL"], app.config.get("LOCK_WAIT_SECONDS"))
     path = sqlite_path(app.config["DATABASE_URL"])
     app.extensions["db_file"] = database_file = DatabaseFile(path, app.logger) if path else None
     if database_file:

@@ -2,9 +2,11 @@
 each in-process, then env.py as Alembic's template writes it, and the Alembic
 commands that compare the models with the database."""
 
+import contextlib
 import difflib
 import os
 import sqlite3
+import threading
 from contextlib import closing
 from pathlib import Path
 
@@ -263,9 +265,7 @@ UNENCODED_AT = [
 
 @pytest.mark.parametrize("url", UNENCODED_AT)
 @pytest.mark.parametrize("command", ["run.py check", "run.py", "alembic upgrade head", "copy to"])
-def test_no_part_of_a_password_is_printed_however_the_url_is_written(
-    project, runner, url, command
-):
+def test_no_part_of_a_password_is_printed_however_the_url_is_written(project, runner, url, command):
     init_blog(project)
     if command == "copy to":
         result = runner(project / "run.py", "copy", f"sqlite:///{project / 'blog.db'}", url)
@@ -278,3 +278,42 @@ def test_no_part_of_a_password_is_printed_however_the_url_is_written(
     assert "S3cret" not in output
     assert "%40" in output  # what to write instead
     assert "Traceback" not in output
+
+
+@contextlib.contextmanager
+def write_lock_held(path: Path, seconds: float):
+    """Another process's write transaction on the SQLite file, for so long."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA journal_mode = WAL")  # as the blog runs it
+    holder.execute("BEGIN IMMEDIATE")
+    timer = threading.Timer(seconds, holder.rollback)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.join()
+        holder.close()
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("command", ["alembic upgrade head", "run.py init"])
+def test_a_command_waits_for_the_write_lock_longer_than_a_page(project, runner, command):
+    make_legacy_blog(project / "blog.db")
+    program, *args = command.split()
+    with write_lock_held(project / "blog.db", 8):
+        if program == "alembic":
+            result = alembic(runner, project, *args)
+        else:
+            result = runner(project / program, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "waiting for the write lock" in result.stderr
+
+
+@pytest.mark.sqlite_only
+def test_how_long_a_command_waits_is_a_setting(project, runner):
+    make_legacy_blog(project / "blog.db")
+    with write_lock_held(project / "blog.db", 8):
+        result = alembic(runner, project, "upgrade", "head", env={"BLOG_COMMAND_WAIT_SECONDS": "4"})
+    assert result.returncode != 0
+    assert "database is locked" in result.stdout
+    assert "BLOG_COMMAND_WAIT_SECONDS" in result.stdout + result.stderr

@@ -1,7 +1,6 @@
 """A Host the blog cannot use gets a plain 400, and no redirect names the host a
 request gave."""
 
-import logging
 import socket
 
 import pytest
@@ -20,14 +19,11 @@ UNUSABLE_HOSTS = [
 
 @pytest.mark.parametrize("host", UNUSABLE_HOSTS)
 @pytest.mark.parametrize("path", ["/", "/post/1", "/post//1", "/auth/login", "/nowhere"])
-def test_a_host_the_blog_cannot_use_gets_a_plain_400(client, caplog, host, path):
-    with caplog.at_level(logging.WARNING):
-        response = client.get(path, headers={"Host": host})
+def test_a_host_the_blog_cannot_use_gets_a_plain_400(client, host, path):
+    response = client.get(path, headers={"Host": host})
     assert response.status_code == 400
     assert "Host header" in response.get_data(as_text=True)
     assert response.headers["X-Content-Type-Options"] == "nosniff"
-    [line] = [record for record in caplog.records if record.levelno >= logging.WARNING]
-    assert "Host" in line.getMessage() and not line.exc_info
 
 
 @pytest.mark.parametrize("host", ["blog.example", "127.0.0.1:5000", "[::1]:5000", "localhost"])

@@ -16,7 +16,10 @@ keep-alive clients:
   in the same rounds: its `/` with 10 posts, and its writers;
 - readers of `/` beside 2 writers posting as fast as they can;
 - readers while another process holds a large write transaction on blog.db;
-- readers beside 4 users logging in over and over.
+- readers beside 4 users logging in over and over;
+- readers beside 4 clients sending logins with a wrong form token (400), and
+  beside 4 sending logins the throttle refuses (429): the refused ones must
+  cost the readers little more.
 """
 
 import argparse
@@ -94,6 +97,7 @@ TARGETS = [
     ("readers beside 2 writers / readers alone", ">=", 0.7),
     ("readers during a long write: failed requests", "<=", 0),
     ("readers during a long write: p99 / idle p99", "<=", 5.0),
+    ("readers beside refused logins / beside bad-token requests", ">=", 0.7),
     ("responses of 500 or more, anywhere", "<=", 0),
 ]
 
@@ -237,6 +241,24 @@ def login(browser: Browser, n: int):
     return step
 
 
+def refused_login(browser: Browser, n: int):
+    """A guesser once the address has met the throttle's limit: every try is refused (429)."""
+    browser.open_form("/auth/login")
+
+    def step():
+        return browser.request("/auth/login", {"username": f"user{n}", "password": "a guess"})[0]
+
+    return step
+
+
+def bad_token_login(browser: Browser, n: int):
+    """A login with a form token that is not the session's: refused (400) before any read."""
+    browser.token = "not the token"
+    return lambda: browser.request("/auth/login", {"username": f"user{n}", "password": "a guess"})[
+        0
+    ]
+
+
 def hold_write_lock(database: Path, seconds: float) -> None:
     """As a migration does: one transaction that writes 200,000 posts into
     blog.db and holds its lock for SECONDS, then rolls back, leaving the
@@ -375,6 +397,14 @@ def measure(database: Path, seconds: int, repeat: int, work: Path, flaskr: Path 
         with Users(blog, 4, login) as logins:
             busy["readers beside 4 logging in"] = wrk(blog + "/", BUSY_CLIENTS, seconds, report)
         busy["4 logging in"] = logins.summary(seconds)
+        for name, action in (
+            ("bad-token requests", bad_token_login),
+            ("refused logins", refused_login),
+        ):
+            # (Last: the guesses hold the address at the throttle's limit for 15 minutes.)
+            with Users(blog, 4, action) as flood:
+                busy[f"readers beside {name}"] = wrk(blog + "/", BUSY_CLIENTS, seconds, report)
+            busy[f"4 sending {name}"] = flood.summary(seconds)
         results["busy"] = busy
     return results
 
@@ -424,12 +454,15 @@ def ratios(results: dict) -> dict:
         "readers during a long write: failed requests": long_write["failed"] + long_write["not ok"],
         "readers during a long write: p99 / idle p99": long_write["p99 ms"]
         / busy["readers alone"]["p99 ms"],
+        "readers beside refused logins / beside bad-token requests": busy[
+            "readers beside refused logins"
+        ]["req/s"]
+        / busy["readers beside bad-token requests"]["req/s"],
         # wrk counts every status of 400 or more; no reader expects one.
         "responses of 500 or more, anywhere": sum(
             figures.get("not ok", 0) for figures in [*pages.values(), *readers]
         )
-        + busy["2 writers"]["500s"]
-        + busy["4 logging in"]["500s"],
+        + sum(figures["500s"] for name, figures in busy.items() if not name.startswith("readers")),
     }
 
 
@@ -474,8 +507,9 @@ def print_tables(results: dict, found: dict) -> None:
                 f"| {name} | {figures['req/s']:,.0f} | {figures['p99 ms']:.1f} | "
                 f"{figures['max ms']:.1f} | {figures['failed'] + figures['not ok']} |"
             )
-    for name in ("2 writers", "4 logging in"):
-        figures = results["busy"][name]
+    for name, figures in results["busy"].items():
+        if name.startswith("readers"):
+            continue
         print(
             f"| ({name}: {figures['requests/s']:,.1f} requests/s, p99 "
             f"{figures['p99 ms']:.0f} ms, statuses {figures['statuses']}) | | | | |"

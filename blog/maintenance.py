@@ -5,11 +5,14 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Connection, Engine, MetaData, inspect, text
 
+from before_migrations import legacy_metadata
 from database_safety import (
     DISPOSABLE_TABLES,
     DatabaseProblem,
@@ -172,27 +175,15 @@ def restore_whole_blog(
                     # Rows arrive table by table; their references are checked at COMMIT.
                     connection.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
                     existing.drop_all(connection)
-                    schema = connection.execute(
-                        text(
-                            "SELECT type, name, sql FROM backup.sqlite_master "
-                            "WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
-                            "ORDER BY type != 'table', rowid"
-                        )
-                    ).all()
-                    for _, _, sql in schema:
-                        connection.exec_driver_sql(sql)
-                    for type_, name, _ in schema:
+                    # The blog's own tables, as its revisions make them: nothing of
+                    # the backup's definitions (a CHECK, a conflict clause, a
+                    # generated column) runs or stays. Then its rows alone.
+                    build_schema(connection, backup_revision(connection), scripts)
+                    for name in inspect(connection).get_table_names():
                         # A restored backup must not bring back a session that
-                        # has logged out since.
-                        if type_ == "table" and name not in DISPOSABLE_TABLES:
-                            columns = ", ".join(
-                                f'"{column}"'
-                                for column in value_columns(connection, name, schema="backup")
-                            )
-                            connection.exec_driver_sql(
-                                f'INSERT INTO main."{name}" ({columns}) '
-                                f'SELECT {columns} FROM backup."{name}"'
-                            )
+                        # has logged out since; the revisions stamped the version.
+                        if name not in DISPOSABLE_TABLES | {"alembic_version"}:
+                            copy_rows(connection, name, source)
             finally:
                 sqlite.execute("DETACH DATABASE backup")
     except BaseException:
@@ -200,6 +191,51 @@ def restore_whole_blog(
             backup.unlink()  # the database is as it was: the backup adds nothing
         raise
     return backup
+
+
+def backup_revision(connection: Connection) -> str | None:
+    """The attached backup's revision; None for a blog from before migrations."""
+    if not inspect(connection).has_table("alembic_version", schema="backup"):
+        return None
+    return connection.scalar(text("SELECT version_num FROM backup.alembic_version"))
+
+
+def build_schema(connection: Connection, revision: str | None, scripts: ScriptDirectory) -> None:
+    """In the connection's transaction, the blog's tables as they are at
+    revision: the blog from before migrations, then its revisions up to it."""
+    legacy_metadata.create_all(connection)
+    if revision is None:
+        return
+    # Alembic's "Sharing a Connection": its upgrade runs in this transaction.
+    # No file: its logging settings would replace the command's.
+    config = Config()
+    config.set_main_option("script_location", scripts.dir)
+    config.set_main_option("sqlalchemy.url", "sqlite://")  # unused: the connection is given
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+def copy_rows(connection: Connection, name: str, source: Path) -> None:
+    """The backup's values of the table's columns, and nothing else of it (its
+    generated columns, which would run an expression of the backup's, are not read)."""
+    if name not in inspect(connection).get_table_names(schema="backup"):
+        return
+    ours = set(value_columns(connection, name))
+    theirs = set(value_columns(connection, name, schema="backup"))
+    missing = {
+        column["name"]
+        for column in inspect(connection).get_columns(name)
+        if not column["nullable"] and column["name"] in ours - theirs
+    }
+    if missing:
+        raise DatabaseProblem(
+            f"cannot restore {source}: its table {name} gives no value for "
+            f"{', '.join(sorted(missing))}"
+        )
+    columns = ", ".join(f'"{column}"' for column in sorted(ours & theirs))
+    connection.exec_driver_sql(
+        f'INSERT INTO main."{name}" ({columns}) SELECT {columns} FROM backup."{name}"'
+    )
 
 
 def refuse_what_is_not_a_blog(

@@ -24,7 +24,7 @@ from blog import create_app
 from blog.maintenance import init_db, migration_scripts
 from database_safety import DatabaseProblem, back_up
 
-from .blogs import add_filler_posts, init_blog, make_legacy_blog
+from .blogs import add_filler_posts, init_blog, make_legacy_blog, upgrade_blog
 from .pages import AuthActions
 from .project import PROJECT, REVISIONS, alembic
 from .snapshot import current_revision, files_beside, rows, state, titles
@@ -314,3 +314,89 @@ def sqlite_at_head(tmp_path, monkeypatch):
     init_db(engine, ScriptDirectory.from_config(Config(PROJECT / "alembic.ini")))
     engine.dispose()
     return Config(PROJECT / "alembic.ini")
+
+
+def crafted(sql_for_table: dict[str, str]):
+    """Make other.db, a copy of the blog whose named tables are defined anew by
+    the given CREATE TABLE statements, their rows kept."""
+
+    def make(db):
+        other = db.with_name("other.db")
+        with closing(sqlite3.connect(db)) as source, closing(sqlite3.connect(other)) as copy:
+            source.backup(copy)
+            copy.execute("PRAGMA foreign_keys = OFF")
+            for table, create in sql_for_table.items():
+                columns = [row[1] for row in copy.execute(f'PRAGMA table_info("{table}")')]
+                copy.execute(f'ALTER TABLE "{table}" RENAME TO old_{table}')
+                copy.execute(create)
+                generated = {
+                    row[1] for row in copy.execute(f'PRAGMA table_xinfo("{table}")') if row[6]
+                }
+                kept = ", ".join(c for c in columns if c not in generated)
+                copy.execute(f'INSERT INTO "{table}" ({kept}) SELECT {kept} FROM old_{table}')
+                copy.execute(f"DROP TABLE old_{table}")
+            copy.commit()
+
+    return make
+
+
+def schema_of(db: Path) -> list:
+    with closing(sqlite3.connect(db)) as connection:
+        return sorted(connection.execute("SELECT type, name, sql FROM sqlite_master").fetchall())
+
+
+CRAFTED_BACKUPS = {
+    # Its conflict clause would replace a failure row instead of adding one: no throttle.
+    "login_failure ON CONFLICT REPLACE": crafted(
+        {
+            "login_failure": "CREATE TABLE login_failure (id INTEGER PRIMARY KEY, "
+            "username_key VARCHAR(80) NOT NULL, address VARCHAR(45) NOT NULL, "
+            "created DATETIME NOT NULL, UNIQUE (username_key) ON CONFLICT REPLACE)"
+        }
+    ),
+    # Who may post, decided by the backup's author.
+    "a CHECK on post": crafted(
+        {
+            "post": "CREATE TABLE post (id INTEGER PRIMARY KEY, title VARCHAR(200) NOT NULL, "
+            "body TEXT NOT NULL, created DATETIME NOT NULL, author_id INTEGER "
+            "REFERENCES user (id), CHECK (author_id IS NULL OR author_id IN (1, 2)))"
+        }
+    ),
+    # An expression that would run with every read of a post.
+    "a generated post.body": crafted(
+        {
+            "post": "CREATE TABLE post (id INTEGER PRIMARY KEY, title VARCHAR(200) NOT NULL, "
+            "body TEXT GENERATED ALWAYS AS (printf('%.*c', 20000, 'x')) VIRTUAL, "
+            "created DATETIME NOT NULL, author_id INTEGER REFERENCES user (id))"
+        }
+    ),
+}
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("craft", CRAFTED_BACKUPS)
+def test_restore_builds_the_blogs_own_schema_and_takes_only_rows(
+    blog_with_accounts, project, runner, tmp_path, craft
+):
+    db = blog_with_accounts
+    # The blog's own schema, as its revisions make it.
+    fresh = tmp_path / "fresh.db"
+    make_legacy_blog(fresh)
+    upgrade_blog(project, env={"BLOG_DATABASE_URL": f"sqlite:///{fresh}"})
+    CRAFTED_BACKUPS[craft](db)
+    before = rows(create_engine(f"sqlite:///{db}"))
+    result = runner(project / "run.py", "restore", "other.db", cwd=project)
+    if result.returncode == 0:
+        assert schema_of(db) == schema_of(fresh)  # nothing of the backup's definitions
+        assert rows(create_engine(f"sqlite:///{db}"))["post"] == before["post"]
+    else:
+        assert (
+            result.stderr.startswith("error: cannot restore") and "Traceback" not in result.stderr
+        )
+        assert rows(create_engine(f"sqlite:///{db}")) == before  # unchanged
+    check = runner(project / "run.py", "check", cwd=project)
+    assert check.returncode == 0, check.stdout + check.stderr
+    client = create_app({"DATABASE_URL": f"sqlite:///{db}", "SECRET_KEY": "test"}).test_client()
+    for _ in range(5):
+        assert AuthActions(client).login("alice", "a wrong guess").status_code == 401
+    assert AuthActions(client).login("alice").status_code == 429  # the throttle holds

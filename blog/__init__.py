@@ -41,7 +41,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         MAX_CONTENT_LENGTH=1024 * 1024,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        # Behind HTTPS, BLOG_SECURE_COOKIES=1 keeps the cookie off plain HTTP.
+        # Cookies are Secure over HTTPS (blog/sessions.py); behind a proxy that
+        # speaks HTTPS to browsers and HTTP to the blog, BLOG_SECURE_COOKIES=1.
         SESSION_COOKIE_SECURE=os.environ.get("BLOG_SECURE_COOKIES") == "1",
         # The host names the blog answers to, e.g. "blog.example.org,www.blog.example.org";
         # any other Host header gets 400. Unset: any (its redirects name no host anyway).
@@ -51,6 +52,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         # A session ends after a day without a request, and two weeks after login.
         SESSION_IDLE_SECONDS=whole_setting("BLOG_SESSION_IDLE_SECONDS", 24 * 3600, "seconds"),
         SESSION_MAX_SECONDS=whole_setting("BLOG_SESSION_MAX_SECONDS", 14 * 24 * 3600, "seconds"),
+        # Over HTTPS, Strict-Transport-Security for this long; 0: none.
+        HSTS_SECONDS=whole_setting("BLOG_HSTS_SECONDS", 0, "seconds"),
         # The pages each worker process keeps (blog/pagecache.py), in bytes.
         PAGE_CACHE_BYTES=whole_setting("BLOG_PAGE_CACHE_BYTES", 16 * 1024 * 1024, "bytes"),
         # How passwords are hashed (werkzeug's method string): scrypt, slow on purpose.
@@ -118,7 +121,8 @@ def instance_secret_key(instance_path: Path) -> str:
                 f"the blog cannot keep its secret key in {instance_path} (the folder "
                 f"{folder} is read-only); set BLOG_SECRET_KEY, or make it writable"
             )
-        instance_path.mkdir(parents=True, exist_ok=True)
+        # The owner's alone, whatever the umask: whoever can write here picks the key.
+        instance_path.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, draft = tempfile.mkstemp(dir=instance_path, prefix=".secret_key.")  # mode 0600
         try:
             with os.fdopen(fd, "w") as f:

@@ -194,7 +194,7 @@ def login():
     db.commit()
     flash(f"Logged in as {user.username}.", "success")
     response = redirect(url_for("posts.index"))
-    remember_device(response, key)
+    remember_device(response, key, user.password_hash)
     return response
 
 
@@ -232,4 +232,6 @@ def change_password():
     end_other_sessions(user.id, password_hash)
     db.commit()
     flash("Password changed. Every other session of yours is logged out.", "success")
-    return redirect(url_for("posts.index"))
+    response = redirect(url_for("posts.index"))
+    remember_device(response, key, password_hash)  # this browser alone stays known
+    return response

@@ -1,6 +1,6 @@
 """Headers that tell the browser what the blog's pages may do."""
 
-from flask import Response
+from flask import Response, current_app, request
 
 SECURITY_HEADERS = {
     # Scripts, styles, images and forms from the blog itself only: no inline
@@ -19,6 +19,9 @@ SECURITY_HEADERS = {
 
 def add_security_headers(response: Response) -> Response:
     response.headers.update(SECURITY_HEADERS)
+    hsts = current_app.config["HSTS_SECONDS"]
+    if hsts and request.is_secure:  # browsers heed it only over HTTPS
+        response.headers["Strict-Transport-Security"] = f"max-age={hsts}"
     if response.mimetype == "text/html":
         # Every page names who is logged in: no cache may keep one for the next reader.
         response.headers["Cache-Control"] = "no-store"

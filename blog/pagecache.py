@@ -101,15 +101,17 @@ class PageCache:
 
 
 def address(environ: dict) -> str:
-    """What makes one page differ from another: its path and its cursor, as the
-    views read them (the first of each name); never the Host or a parameter
-    no view reads, which anyone can vary at will."""
+    """What makes one page differ from another: its scheme, its path and its
+    cursor, as the views read them (the first of each name); never the Host or
+    a parameter no view reads, which anyone can vary at will."""
     query = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True, errors="replace")
     cursor: dict[str, str] = {}
     for name, value in query:
         if name in PAGE_PARAMETERS:
             cursor.setdefault(name, value)
-    return f"{environ['PATH_INFO']}?{urlencode(sorted(cursor.items()))}"
+    # The scheme too: a page over HTTPS carries headers one over HTTP does not.
+    path = environ["PATH_INFO"]
+    return f"{environ['wsgi.url_scheme']}:{path}?{urlencode(sorted(cursor.items()))}"
 
 
 class AnonymousPagesFirst:

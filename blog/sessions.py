@@ -20,7 +20,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from flask import current_app, g, session
+from flask import current_app, g, has_request_context, request, session
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import BadSignature
 from sqlalchemy import bindparam, delete, select
@@ -69,6 +69,12 @@ class CookieSignedNowAndThen(SecureCookieSessionInterface):
                 opened.signed = signed
         return opened
 
+    def get_cookie_name(self, app) -> str:
+        return cookie_name(super().get_cookie_name(app))
+
+    def get_cookie_secure(self, app) -> bool:
+        return cookie_secure(app)
+
     def should_set_cookie(self, app, session) -> bool:
         signed = getattr(session, "signed", None)
         return session.modified or (
@@ -77,6 +83,22 @@ class CookieSignedNowAndThen(SecureCookieSessionInterface):
                 signed is None or datetime.now(UTC) - signed >= app.permanent_session_lifetime / 10
             )
         )
+
+
+def over_https() -> bool:
+    return has_request_context() and request.is_secure
+
+
+def cookie_name(name: str) -> str:
+    """Over HTTPS, the __Host- form of a cookie's name: a browser then keeps it
+    only if it is Secure and for this host's whole site, never a subdomain's."""
+    return f"__Host-{name}" if over_https() else name
+
+
+def cookie_secure(app) -> bool:
+    """Secure whenever the request came over HTTPS, and always with BLOG_SECURE_COOKIES=1
+    (behind a proxy that speaks HTTPS to the browser and HTTP to the blog)."""
+    return app.config["SESSION_COOKIE_SECURE"] or over_https()
 
 
 def token_hash(token: str) -> str:

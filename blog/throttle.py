@@ -30,7 +30,8 @@ from sqlalchemy.orm import InstrumentedAttribute
 from werkzeug.exceptions import TooManyRequests
 
 from .db import get_db, reading
-from .models import LoginFailure, utcnow
+from .models import LoginFailure, User, utcnow
+from .sessions import cookie_name, cookie_secure, password_mark
 
 MAX_FAILURES_PER_NAME = 5
 MAX_FAILURES_PER_ADDRESS = 20
@@ -121,36 +122,56 @@ def device_signer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(key, salt="device cookie")
 
 
-def known_devices() -> dict[str, str]:
-    """The accounts this browser has logged in to, each with its device's token."""
+def known_devices() -> dict[str, list[str]]:
+    """The accounts this browser has logged in to, each with its device's token
+    and a mark of the password it logged in with."""
     try:
         devices = device_signer().loads(
-            request.cookies.get(DEVICE_COOKIE, ""), max_age=DEVICE_LIFETIME_SECONDS
+            request.cookies.get(cookie_name(DEVICE_COOKIE), ""), max_age=DEVICE_LIFETIME_SECONDS
         )
     except BadSignature:
         return {}
     return devices if isinstance(devices, dict) else {}
 
 
+PASSWORD_HASH_OF_NAME = select(User.password_hash).where(
+    User.username_key == bindparam("username_key")
+)
+
+
+def device_mark(password_hash: str) -> str:
+    return password_mark(password_hash)[:16]
+
+
 def throttle_key(username_key: str) -> str:
     """What this attempt's failures count against: this browser's own, if it has
-    logged in to the account before, else the name's."""
-    token = known_devices().get(username_key)
-    return f"device {token}" if token else username_key
+    logged in to the account since its password was last set, else the name's."""
+    device = known_devices().get(username_key)
+    if not (isinstance(device, list) and len(device) == 2):
+        return username_key  # none, or from before devices were marked
+    token, mark = device
+    with reading() as connection:
+        password_hash = connection.scalar(PASSWORD_HASH_OF_NAME, {"username_key": username_key})
+    if password_hash is None or mark != device_mark(password_hash):
+        return username_key  # a new password ends every browser's standing
+    return f"device {token}"
 
 
-def remember_device(response: Response, username_key: str) -> None:
-    """After a login: this browser is known for the account from now on."""
+def remember_device(response: Response, username_key: str, password_hash: str) -> None:
+    """After a login or a new password: this browser is known for the account
+    from now on, until its password changes."""
     devices = known_devices()
-    devices.setdefault(username_key, secrets.token_hex(16))
+    device = devices.pop(username_key, None)
+    token = device[0] if isinstance(device, list) and device else secrets.token_hex(16)
+    devices[username_key] = [token, device_mark(password_hash)]
     devices = dict(list(devices.items())[-MAX_DEVICE_ACCOUNTS:])
     response.set_cookie(
-        DEVICE_COOKIE,
+        cookie_name(DEVICE_COOKIE),
         device_signer().dumps(devices),
         max_age=DEVICE_LIFETIME_SECONDS,
         httponly=True,
         samesite="Lax",
-        secure=current_app.config["SESSION_COOKIE_SECURE"],
+        secure=cookie_secure(current_app),
     )
 
 

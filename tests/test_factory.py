@@ -81,3 +81,12 @@ def test_only_the_blogs_host_names_are_answered(database_url, monkeypatch):
     refused = client.get("/favicon.ico", headers={"Host": "evil.example"})
     assert refused.status_code == 400
     assert "Host 'evil.example' is not trusted." in refused.get_data(as_text=True)
+
+
+def test_the_instance_folder_is_its_owners_alone_whatever_the_umask(tmp_path):
+    umask = os.umask(0)
+    try:
+        instance_secret_key(tmp_path / "instance")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "instance").stat().st_mode) == 0o700

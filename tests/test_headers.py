@@ -5,6 +5,8 @@ import urllib.request
 
 import pytest
 
+from blog import create_app
+
 
 def test_every_response_carries_the_security_headers(app, client, auth):
     auth.login()
@@ -44,3 +46,21 @@ def test_error_pages_keep_their_headers(client):
     assert response.status_code == 405
     assert set(response.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
     assert "405 Method Not Allowed" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("setting", "scheme", "sent"),
+    [
+        ("31536000", "https", "max-age=31536000"),
+        ("31536000", "http", None),  # a browser ignores it over plain HTTP anyway
+        (None, "https", None),
+    ],
+)
+def test_hsts_over_https_when_set(database_url, app, monkeypatch, setting, scheme, sent):
+    if setting is None:
+        monkeypatch.delenv("BLOG_HSTS_SECONDS", raising=False)
+    else:
+        monkeypatch.setenv("BLOG_HSTS_SECONDS", setting)
+    blog = create_app({"DATABASE_URL": database_url, "SECRET_KEY": "test"})
+    blog.config["PREFERRED_URL_SCHEME"] = scheme  # the test client's requests come over it
+    assert blog.test_client().get("/").headers.get("Strict-Transport-Security") == sent

@@ -213,3 +213,26 @@ def test_session_cookie_is_httponly_and_samesite_lax(client, auth):
     cookie = response.headers["Set-Cookie"]
     assert "HttpOnly" in cookie
     assert "SameSite=Lax" in cookie
+
+
+def set_cookies(response) -> dict[str, str]:
+    """Each cookie the response sets, by name: its whole Set-Cookie line."""
+    return {line.split("=", 1)[0]: line for line in response.headers.getlist("Set-Cookie")}
+
+
+@pytest.mark.parametrize(
+    ("scheme", "names", "secure"),
+    [("https", {"__Host-session", "__Host-device"}, True), ("http", {"session", "device"}, False)],
+)
+def test_cookies_over_https_are_secure_and_host_only(app, monkeypatch, scheme, names, secure):
+    monkeypatch.delenv("BLOG_SECURE_COOKIES", raising=False)
+    app.config["PREFERRED_URL_SCHEME"] = scheme  # the test client's requests come over it
+    client = app.test_client()
+    auth = AuthActions(client)
+    cookies = set_cookies(auth.login())
+    assert set(cookies) == names
+    for line in cookies.values():
+        assert ("; Secure" in line) is secure
+        assert "Path=/" in line and "Domain" not in line
+    # The cookie it set logs the browser in over the same scheme.
+    assert logged_in_as(client.get("/").get_data(as_text=True)) == "test"

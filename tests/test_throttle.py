@@ -183,3 +183,21 @@ def test_a_try_refused_by_the_throttle_writes_nothing(app, auth, writes, refused
         response = auth.post("/auth/register", {"username": "new", "password": "a fine password"})
     assert response.status_code == 429
     assert writes == []
+
+
+def test_a_password_change_ends_every_browsers_standing_as_a_known_device(app):
+    owner = AuthActions(client_from(app, "127.5.0.2"))
+    assert owner.login().status_code == 302  # this browser is known for the account
+    owner.logout()
+    # The password is changed elsewhere (its owner's other browser, or whoever took it over).
+    elsewhere = AuthActions(client_from(app, "127.5.0.4"))
+    assert elsewhere.login().status_code == 302
+    changed = elsewhere.post(
+        "/auth/password", {"current_password": PASSWORD, "new_password": "a brand new secret"}
+    )
+    assert changed.status_code == 302
+    attacker = AuthActions(client_from(app, "127.5.0.1"))
+    for _ in range(5):
+        assert attacker.login("test", "a wrong guess").status_code == 401
+    # The old device cookie no longer counts: this browser meets the name's limit too.
+    assert owner.login("test", "a brand new secret").status_code == 429

@@ -43,6 +43,7 @@ bench: $(VENV)/dev-installed
 	else echo "set BLOG_TEST_POSTGRES_URL or BLOG_TEST_MYSQL_URL for the server migration benchmark"; fi
 	@command -v wrk >/dev/null || { echo "the load benchmark needs wrk: apt-get install wrk"; exit 1; }
 	$(PYTHON) -m benchmarks.load
+	$(PYTHON) -m benchmarks.page_cache_memory
 
 $(VENV)/installed: requirements.txt
 	python3 -m venv $(VENV)

@@ -304,33 +304,42 @@ def check_database(engine: Engine, scripts: ScriptDirectory) -> None:
     )
 
 
-def refuse_text_it_cannot_store(connection: Connection) -> None:
-    """On MariaDB, a database or table whose character set is not utf8mb4 cannot
-    hold every character a form accepts (an emoji, among others): such a post
-    would be lost. Refused before serving, with the statements that fix it."""
+def narrow_text_tables(connection: Connection) -> dict[str, str]:
+    """On MariaDB, the blog's tables whose character set is not utf8mb4, with it:
+    they cannot hold every character a form accepts (an emoji, among others).
+    The database's own default does not matter: the blog makes its tables in
+    utf8mb4 whatever it is."""
     if connection.dialect.name != "mysql":
-        return
-    database = connection.scalar(text("SELECT DATABASE()"))
+        return {}
     charsets = connection.execute(
         text(
-            "SELECT 'database', DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA"
-            " WHERE SCHEMA_NAME = DATABASE() UNION ALL"
-            " SELECT t.TABLE_NAME, c.CHARACTER_SET_NAME FROM information_schema.TABLES t"
+            "SELECT t.TABLE_NAME, c.CHARACTER_SET_NAME FROM information_schema.TABLES t"
             " JOIN information_schema.COLLATION_CHARACTER_SET_APPLICABILITY c"
             " ON c.COLLATION_NAME = t.TABLE_COLLATION WHERE t.TABLE_SCHEMA = DATABASE()"
         )
     ).all()
-    narrow = {name: charset for name, charset in charsets if charset != "utf8mb4"}
-    if not narrow:
-        return
+    return {
+        name: charset
+        for name, charset in charsets
+        if charset != "utf8mb4" and name in Base.metadata.tables
+    }
+
+
+def narrow_text_fixes(narrow: dict[str, str]) -> str:
     utf8mb4 = "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-    fixes = [f"ALTER DATABASE `{database}` {utf8mb4}"] if "database" in narrow else []
-    fixes += [f"ALTER TABLE `{name}` CONVERT TO {utf8mb4}" for name in narrow if name != "database"]
-    raise DatabaseProblem(
-        f"the database {database} stores text as {', '.join(sorted(set(narrow.values())))}, "
-        "which cannot hold every character a post may have (an emoji, for one); stop the "
-        f"blog, take a dump, then run: {'; '.join(fixes)}."
-    )
+    return "; ".join(f"ALTER TABLE `{name}` CONVERT TO {utf8mb4}" for name in sorted(narrow))
+
+
+def refuse_text_it_cannot_store(connection: Connection) -> None:
+    """Refused before serving, with the statements that fix it: such a post would be lost."""
+    narrow = narrow_text_tables(connection)
+    if narrow:
+        raise DatabaseProblem(
+            f"the database stores text as {', '.join(sorted(set(narrow.values())))} in "
+            f"{', '.join(sorted(narrow))}, which cannot hold every character a post may have "
+            f"(an emoji, for one); stop the blog, take a dump, then run: "
+            f"{narrow_text_fixes(narrow)}."
+        )
 
 
 def schema_differences(engine: Engine) -> list[str]:
@@ -339,9 +348,14 @@ def schema_differences(engine: Engine) -> list[str]:
     refuse_a_missing_database(engine.url)
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        narrow = narrow_text_tables(connection)
     # A column's changes come as a list of modify_* tuples.
     flat = [d for group in differences for d in (group if isinstance(group, list) else [group])]
-    return [describe_difference(*difference) for difference in flat]
+    return [describe_difference(*difference) for difference in flat] + [
+        f"table {name} stores text as {charset}, the models as utf8mb4 "
+        f"(run: {narrow_text_fixes({name: charset})})"
+        for name, charset in sorted(narrow.items())
+    ]
 
 
 def integrity_problems(engine: Engine) -> list[str]:

@@ -26,8 +26,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+# On MariaDB, every table in utf8mb4 whatever the database's default: text
+# that can hold any character a form accepts (an emoji, for one).
+UTF8MB4 = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_unicode_ci"}
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    __table_args__: dict | tuple = UTF8MB4
 
 
 class User(Base):
@@ -69,6 +75,7 @@ class LoginFailure(Base):
     __table_args__ = (
         Index("ix_login_failure_username_key", "username_key", "created"),
         Index("ix_login_failure_address", "address", "created"),
+        UTF8MB4,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -74,6 +74,7 @@ def server_process(
         wait_for_page(base_url + "/")
         yield base_url, server.pid
     finally:
-        stop(server.pid)
+        with contextlib.suppress(ProcessLookupError):  # it may have stopped by itself
+            stop(server.pid)
         # The server lets its workers finish what they are answering first.
         server.wait(40)

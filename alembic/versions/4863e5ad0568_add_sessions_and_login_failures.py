@@ -64,6 +64,9 @@ def upgrade() -> None:
         ),
         sa.Column("created", sa.DateTime, nullable=False),
         if_not_exists=True,
+        # On MariaDB, text that holds any character (an emoji), whatever the default.
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_unicode_ci",
     )
     op.create_index(
         "ix_user_session_token_hash",
@@ -80,6 +83,9 @@ def upgrade() -> None:
         sa.Column("address", sa.String(45), nullable=False),
         sa.Column("created", sa.DateTime, nullable=False),
         if_not_exists=True,
+        # On MariaDB, text that holds any character (an emoji), whatever the default.
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_unicode_ci",
     )
     op.create_index(
         "ix_login_failure_username_key",

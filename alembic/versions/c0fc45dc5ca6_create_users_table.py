@@ -35,6 +35,9 @@ def upgrade() -> None:
         sa.Column("created", sa.DateTime, nullable=False),
         sa.UniqueConstraint("username", name="uq_user_username"),
         if_not_exists=True,
+        # On MariaDB, text that holds any character (an emoji), whatever the default.
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_unicode_ci",
     )
 
 

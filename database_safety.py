@@ -469,6 +469,19 @@ def safeguards(migration: MigrationContext) -> Iterator[None]:
         refuse_dropping_data(migration, connection, downgrades)
     try:
         yield
+    except DBAPIError as error:
+        if backup:
+            backup.unlink()
+        if not downgrades or lock_not_granted(error):
+            raise
+        # A server keeps what an interrupted upgrade did before it was killed:
+        # part of the next revision, which the downgrade of this one trips on.
+        reason = str(error.orig).strip().splitlines()[0]
+        raise DatabaseProblem(
+            f"{reason} ({shown(connection.engine.url)}); if an upgrade was interrupted, the "
+            "database may hold part of a later revision: run `alembic upgrade head` first, "
+            "then this downgrade"
+        ) from error
     except BaseException:
         if backup:
             backup.unlink()

@@ -371,3 +371,22 @@ def test_migrations_started_together_run_one_at_a_time(
         f"upgrade  -> {CREATE_USERS}" if command[-1] == "head" else f"downgrade {CREATE_USERS} ->"
     )
     assert ran.count(f"Running {step}") == 1, ran
+
+
+def test_a_downgrade_from_a_half_applied_upgrade_says_to_finish_the_upgrade_first(
+    legacy_db, project, runner, blog_env
+):
+    upgrade_blog(project, env=blog_env)
+    # What an upgrade killed just before its last commit leaves (seen on
+    # PostgreSQL): revision 3 applied whole, alembic_version still at revision 2.
+    with legacy_db.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": ADD_AUTHOR})
+    result = alembic(runner, project, "-x", "drop_data=yes", "downgrade", "base", env=blog_env)
+    assert result.returncode != 0
+    [failed] = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+    assert "run `alembic upgrade head` first" in failed, result.stdout + result.stderr
+    # As it says: the upgrade finishes, then the downgrade goes through.
+    assert alembic(runner, project, "upgrade", "head", env=blog_env).returncode == 0
+    done = alembic(runner, project, "-x", "drop_data=yes", "downgrade", "base", env=blog_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert revision_of(legacy_db) is None

@@ -23,8 +23,8 @@ from .forms import refused
 from .models import USERNAME_MAX_LENGTH, User
 from .sessions import end_other_sessions, end_session, logged_in_user, start_session
 from .throttle import (
-    LOGIN_WINDOW,
     clear_failures,
+    last_try_warning,
     record_attempt,
     remember_device,
     throttle_key,
@@ -181,12 +181,9 @@ def login():
     nobodys = nobodys_password_hash(current_app.config["PASSWORD_HASH_METHOD"])
     if not check_password_hash(user.password_hash if user else nobodys, password):
         flash("Incorrect username or password.", "error")
-        if attempt.failures_left == 1:
-            flash(
-                f"One more failed try will stop logins from here for "
-                f"{LOGIN_WINDOW.seconds // 60} minutes.",
-                "error",
-            )
+        warning = last_try_warning(attempt, username)
+        if warning:
+            flash(warning, "error")
         return render_template("auth/login.html", username=username), 401
     assert user is not None  # nobody's password hash matches no password
     clear_failures(key, attempt)

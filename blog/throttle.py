@@ -39,6 +39,7 @@ LOGIN_WINDOW = timedelta(minutes=15)
 DEVICE_COOKIE = "device"
 DEVICE_LIFETIME_SECONDS = 365 * 24 * 3600
 MAX_DEVICE_ACCOUNTS = 5  # accounts one browser is known for
+DEVICE_KEY = "device "  # what a known browser's failures count under, before its token
 
 
 def failures_within_window(column: InstrumentedAttribute[str]) -> tuple:
@@ -58,6 +59,7 @@ FROM_ADDRESS = failures_within_window(LoginFailure.address)
 class Attempt(NamedTuple):
     row: LoginFailure  # the attempt, as a failure until cleared
     failures_left: int  # how many more the name or address may fail before 429
+    limited: str  # which limit failures_left is of: "address", "name" or "device"
 
 
 def record_attempt(username_key: str | None) -> Attempt:
@@ -73,31 +75,54 @@ def record_attempt(username_key: str | None) -> Attempt:
     attempt = LoginFailure(
         username_key=username_key or "", address=(request.remote_addr or "")[:45], created=now
     )
-    checks = [(FROM_ADDRESS, attempt.address, MAX_FAILURES_PER_ADDRESS)]
+    checks = [(FROM_ADDRESS, attempt.address, MAX_FAILURES_PER_ADDRESS, "address")]
     if username_key is not None:
-        checks.append((BY_NAME, attempt.username_key, MAX_FAILURES_PER_NAME))
+        kind = "device" if attempt.username_key.startswith(DEVICE_KEY) else "name"
+        checks.append((BY_NAME, attempt.username_key, MAX_FAILURES_PER_NAME, kind))
     # Counted first on a read that takes no write lock: a flood of tries
     # already over the limit writes nothing, and empties no page cache.
     with reading() as connection:
-        for (_, count), value, limit in checks:
+        for (_, count), value, limit, _ in checks:
             failures, oldest = connection.execute(count, {"value": value, "since": since}).one()
             if failures >= limit:
                 raise too_many_tries(oldest, now)
     db = get_db()
-    for (clear_out, _), value, _ in checks:
+    for (clear_out, _), value, _, _ in checks:
         db.execute(clear_out, {"value": value, "since": since})
     db.add(attempt)
     db.commit()
-    failures_left = MAX_FAILURES_PER_ADDRESS
-    for (_, count), value, limit in checks:
+    failures_left, limited = MAX_FAILURES_PER_ADDRESS, "address"
+    for (_, count), value, limit, kind in checks:
         failures, oldest = db.execute(count, {"value": value, "since": since}).one()
-        failures_left = min(failures_left, limit - failures)
+        if limit - failures < failures_left:
+            failures_left, limited = limit - failures, kind
         if failures > limit:  # tries at the same moment: this one came last
             db.delete(attempt)  # a refused try is not a guess
             db.commit()
             raise too_many_tries(oldest, now)
     db.commit()
-    return Attempt(attempt, failures_left)
+    return Attempt(attempt, failures_left, limited)
+
+
+def last_try_warning(attempt: Attempt, username: str) -> str | None:
+    """What one more failure will do, when it is the last one the limit allows."""
+    if attempt.failures_left != 1:
+        return None
+    minutes = LOGIN_WINDOW.seconds // 60
+    if attempt.limited == "address":
+        return (
+            f"One more failed login and every login from this address will be refused "
+            f"for up to {minutes} minutes."
+        )
+    if attempt.limited == "device":
+        return (
+            f"One more wrong password and this browser's logins to {username} will be "
+            f"refused for up to {minutes} minutes."
+        )
+    return (
+        f"One more wrong password and logins to {username} will be refused for up to "
+        f"{minutes} minutes, except from browsers that have logged in to it before."
+    )
 
 
 def too_many_tries(oldest: datetime, now: datetime) -> TooManyRequests:
@@ -154,7 +179,7 @@ def throttle_key(username_key: str) -> str:
         password_hash = connection.scalar(PASSWORD_HASH_OF_NAME, {"username_key": username_key})
     if password_hash is None or mark != device_mark(password_hash):
         return username_key  # a new password ends every browser's standing
-    return f"device {token}"
+    return DEVICE_KEY + token
 
 
 def remember_device(response: Response, username_key: str, password_hash: str) -> None:

@@ -123,14 +123,37 @@ def test_guesses_from_a_known_browser_still_meet_the_limit(app):
     assert known.login().status_code == 429
 
 
-def test_the_try_before_the_limit_warns_that_one_more_failure_locks(auth):
-    for n in range(1, 6):
-        page = auth.login("test", "a wrong guess").get_data(as_text=True)
-        warned = "One more failed try will stop logins from here for 15 minutes." in flashes(
-            page, "alert"
-        )
-        assert warned == (n == 4), n
-    assert auth.login().status_code == 429
+@pytest.mark.parametrize("limit", ["name", "address", "device"])
+def test_the_try_before_the_limit_says_exactly_what_one_more_failure_does(app, limit):
+    guesser = AuthActions(client_from(app, "127.6.0.1"))
+    if limit == "device":
+        assert guesser.login().status_code == 302  # this browser is known for test
+        guesser.logout()
+    tries = 20 if limit == "address" else 5
+    names = [f"nobody{n}" for n in range(tries)] if limit == "address" else ["test"] * tries
+    warnings = []
+    for n, name in enumerate(names, start=1):
+        page = guesser.login(name, "a wrong guess").get_data(as_text=True)
+        warnings += [(n, text) for text in flashes(page, "alert") if text.startswith("One more")]
+    expected = {
+        "name": "One more wrong password and logins to test will be refused for up to 15 "
+        "minutes, except from browsers that have logged in to it before.",
+        "address": "One more failed login and every login from this address will be refused "
+        "for up to 15 minutes.",
+        "device": "One more wrong password and this browser's logins to test will be refused "
+        "for up to 15 minutes.",
+    }[limit]
+    assert warnings == [(tries - 1, expected)]
+    # And that is what happens.
+    assert guesser.login().status_code == 429
+    other = AuthActions(client_from(app, "127.6.0.1" if limit != "address" else "127.6.0.2"))
+    assert other.login("other").status_code == 302
+    if limit == "address":
+        assert AuthActions(client_from(app, "127.6.0.1")).login("other").status_code == 429
+    elif limit == "device":
+        assert AuthActions(client_from(app, "127.6.0.3")).login().status_code == 302
+    else:
+        assert AuthActions(client_from(app, "127.6.0.3")).login().status_code == 429
 
 
 def test_failed_logins_are_counted_across_processes_and_threads(serve):

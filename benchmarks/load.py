@@ -7,7 +7,7 @@ by 10 users, serves it as `python run.py` does, and measures, with wrk's
 keep-alive clients:
 
 - `/`, `/post/<id>` and `/users/<name>` at 1, 4, 16 and 64 clients, and `/`
-  logged in;
+  logged in, and `/` asked for gzipped (the cost of compressing);
 - the same index served by benchmarks/flaskr_baseline.py (a Flask view on raw
   sqlite3, as flaskr does it) and its bytes by benchmarks/static_baseline.py (a
   WSGI app that only returns them), under the same granian, in the same rounds;
@@ -93,6 +93,7 @@ TARGETS = [
     ),
     *((f"index / baseline, {clients_named(clients)}", ">=", 1.0) for clients in CLIENTS),
     ("index logged in / baseline, 16 clients", ">=", 0.8),
+    *((f"index gzipped / index, {clients_named(clients)}", ">=", 0.95) for clients in CLIENTS),
     ("index p99 at 16 clients / queueing ideal (16 / req/s)", "<=", 3.0),
     ("readers beside 2 writers / readers alone", ">=", 0.7),
     ("readers during a long write: failed requests", "<=", 0),
@@ -123,11 +124,12 @@ def build_database(path: Path) -> None:
         )
 
 
-def wrk(url: str, clients: int, seconds: int, report: Path, cookie: str | None = None) -> dict:
-    headers = ["-H", f"Cookie: {cookie}"] if cookie else []
+def wrk(url: str, clients: int, seconds: int, report: Path, *headers: str) -> dict:
+    """wrk's figures for url; each of headers ("Name: value") sent with every request."""
+    options = [option for header in headers for option in ("-H", header)]
     result = subprocess.run(
         ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--timeout", "10s", "-s", str(report)]
-        + [*headers, url],
+        + [*options, url],
         capture_output=True,
         text=True,
         check=True,
@@ -351,7 +353,10 @@ def measure(database: Path, seconds: int, repeat: int, work: Path, flaskr: Path 
                 for name, path in pages.items():
                     figures[f"blog {name}, {clients}"] = wrk(blog + path, clients, seconds, report)
                 figures[f"blog / logged in, {clients}"] = wrk(
-                    blog + "/", clients, seconds, report, cookie
+                    blog + "/", clients, seconds, report, f"Cookie: {cookie}"
+                )
+                figures[f"blog / gzipped, {clients}"] = wrk(
+                    blog + "/", clients, seconds, report, "Accept-Encoding: gzip"
                 )
                 for other, url in others.items():
                     figures[f"{other} /, {clients}"] = wrk(url + "/", clients, seconds, report)
@@ -442,6 +447,10 @@ def ratios(results: dict) -> dict:
         found[f"index / baseline, {clients_named(clients)}"] = rate(f"blog /, {clients}") / rate(
             f"baseline /, {clients}"
         )
+    for clients in CLIENTS:
+        found[f"index gzipped / index, {clients_named(clients)}"] = rate(
+            f"blog / gzipped, {clients}"
+        ) / rate(f"blog /, {clients}")
     long_write = busy["readers during a long write"]
     return {
         **found,
@@ -476,7 +485,7 @@ def print_tables(results: dict, found: dict) -> None:
     )
     print("|---" * (5 + len(others)) + "|")
     for clients in CLIENTS:
-        for name in ("/", "/ logged in", "/post/<id>", "/users/<name>"):
+        for name in ("/", "/ gzipped", "/ logged in", "/post/<id>", "/users/<name>"):
             blog = pages[f"blog {name}, {clients}"]
             print(
                 f"| `{name}` | {clients} | {blog['req/s']:,.0f} | {blog['p50 ms']:.1f} | "

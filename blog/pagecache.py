@@ -30,6 +30,7 @@ from flask import Response, current_app, g, request, session
 from .db import refuse_a_moved_file
 from .hosts import usable
 from .models import utcnow
+from .serving import gzip_of
 
 # The read-only pages that may be shown from the cache.
 CACHEABLE_ENDPOINTS = frozenset({"posts.index", "posts.detail", "posts.users", "posts.user"})
@@ -47,6 +48,7 @@ class Page(NamedTuple):
     status: str
     headers: list[tuple[str, str]]  # as sent, the security headers included
     ends: datetime | None  # a logged-in page: when its session's lifetime ends
+    gzipped: bytes | None  # the body gzipped once, for clients that accept it (serving.py)
 
 
 class PageCache:
@@ -94,10 +96,14 @@ class PageCache:
             if version != self.version:
                 return  # a commit was seen since the page began: it may be older
             replaced = self.pages.pop(key, None)
-            self.bytes += len(page.body) - (len(replaced.body) if replaced else 0)
+            self.bytes += size(page) - (size(replaced) if replaced else 0)
             self.pages[key] = page
             while self.bytes > self.max_bytes:
-                self.bytes -= len(self.pages.popitem(last=False)[1].body)
+                self.bytes -= size(self.pages.popitem(last=False)[1])
+
+
+def size(page: Page) -> int:
+    return len(page.body) + len(page.gzipped or b"")
 
 
 def address(environ: dict) -> str:
@@ -192,7 +198,8 @@ def keep_in_cache(response: Response) -> Response:
         key, ends = ANONYMOUS, None
     else:
         key, ends = logged_in_reader(), g.session_ends
-    page = Page(response.get_data(), response.status, list(response.headers.items()), ends)
+    body, headers = response.get_data(), list(response.headers.items())
+    page = Page(body, response.status, headers, ends, gzip_of(headers, body))
     current_app.extensions["page_cache"].keep((key, address(request.environ)), version, page)
     return response
 

@@ -2,6 +2,7 @@
 backed up or recreated, and loses nothing it acknowledged."""
 
 import contextlib
+import gzip
 import os
 import shutil
 import signal
@@ -441,3 +442,27 @@ def test_a_body_declared_too_large_is_refused_unread(served_blog):
     answer, took = raw_request(served_blog, LOGIN + b"Content-Length: 99999999\r\n\r\n", 10)
     assert answer.startswith(b"HTTP/1.1 413"), answer
     assert took < 2
+
+
+def fetched(url: str, accept_encoding: str | None):
+    """The response's headers (found in any case) and body, as sent."""
+    request = urllib.request.Request(url)
+    if accept_encoding:
+        request.add_header("Accept-Encoding", accept_encoding)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.headers, response.read()
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("path", ["/", "/users", "/static/style.css"])
+def test_pages_and_styles_are_sent_compressed_to_clients_that_accept_it(served_blog, path):
+    plain_headers, plain = fetched(served_blog + path, None)
+    for _ in range(2):  # made, then (for an anonymous page) from the cache
+        headers, sent = fetched(served_blog + path, "gzip, deflate, br")
+        assert headers["Content-Encoding"] == "gzip"
+        assert "Accept-Encoding" in headers["Vary"]
+        assert int(headers["Content-Length"]) == len(sent) < len(plain)
+        assert gzip.decompress(sent) == plain
+    assert "Content-Encoding" not in plain_headers
+    _, refused = fetched(served_blog + path, "gzip;q=0, identity")
+    assert refused == plain

@@ -4,7 +4,7 @@ import tempfile
 from pathlib import Path
 
 from click import ClickException
-from flask import Flask, redirect, render_template, url_for
+from flask import Flask, current_app, redirect, render_template, url_for
 from werkzeug.exceptions import HTTPException, SecurityError
 from werkzeug.routing import IntegerConverter
 from werkzeug.wrappers import Response
@@ -151,6 +151,7 @@ def show_error(error: HTTPException):
 def refuse_plainly(error: SecurityError) -> Response:
     # A Host not in BLOG_HOSTS: no URL of the blog can be built for it, so
     # the page with its links cannot be either.
+    current_app.logger.warning("refused a request: %s", error.description)
     return Response(
         f"{error.code} {error.name}: {error.description}\n", error.code, mimetype="text/plain"
     )

@@ -11,7 +11,6 @@ Chromium, its driver or the checkers are missing, except in CI, which fails.
 import base64
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys

@@ -46,12 +46,25 @@ def test_no_redirect_names_the_requests_host(client, path, location):
 
 
 @pytest.mark.sqlite_only
-def test_a_real_server_answers_an_unusable_host_with_400(served_blog, project):
-    host, port = served_blog.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as connection:
-        connection.sendall(b"GET /post/1 HTTP/1.1\r\nHost: a..b\r\nConnection: close\r\n\r\n")
+@pytest.mark.parametrize(
+    ("settings", "host"),
+    [
+        ({}, "a..b"),
+        ({"BLOG_HOSTS": "blog.example,127.0.0.1"}, "a..b"),
+        ({"BLOG_HOSTS": "blog.example,127.0.0.1"}, "evil.example"),
+    ],
+    ids=["malformed", "malformed with BLOG_HOSTS", "not in BLOG_HOSTS"],
+)
+def test_a_real_server_answers_a_host_it_cannot_use_with_400_and_one_log_line(
+    serve, project, settings, host
+):
+    base_url = serve(**settings)
+    address, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((address, int(port)), timeout=5) as connection:
+        request = f"GET /post/1 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        connection.sendall(request.encode())
         answer = connection.makefile("rb").read()
     assert answer.startswith(b"HTTP/1.1 400")
     log = (project / "server.log").read_text()
     assert "Traceback" not in log
-    assert sum("a..b" in line for line in log.splitlines()) == 1
+    assert sum(host in line for line in log.splitlines()) == 1

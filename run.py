@@ -52,11 +52,16 @@ def init(app) -> None:
 
 
 def restore(app, backup_file: str) -> None:
-    engine = app.extensions["db_engine"]
-    backup = restore_db(engine, Path(backup_file), migration_scripts(app))
-    if backup:
-        print(f"Backed up the current database to {backup}")
+    # An engine of its own: the app's refuses to open blog.db once a damaged
+    # one has been moved aside, as a running blog must.
+    engine = create_engine(app.config["DATABASE_URL"], command_lock_wait())
+    restored = restore_db(engine, Path(backup_file), migration_scripts(app))
+    if restored.damaged:
+        print(f"Moved the damaged database aside to {restored.kept}")
+    elif restored.kept:
+        print(f"Backed up the current database to {restored.kept}")
     print(f"Restored {Path(backup_file).resolve()} into {shown(engine.url)}")
+    engine.dispose()
 
 
 # granian as `python run.py` starts it: a worker process per CPU, each with

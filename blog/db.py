@@ -144,12 +144,17 @@ LASTING_SQLITE_ERRORS = {
 }
 
 
-def lasting_cause(error: DBAPIError) -> str | None:
-    """What is wrong, if it is something that will not pass by itself."""
+# Of those, the ones that leave reading the blog as it was.
+READS_GO_ON = {"SQLITE_FULL", "SQLITE_READONLY"}
+
+
+def lasting_cause(error: DBAPIError) -> tuple[str, str] | None:
+    """What is wrong, if it is something that will not pass by itself: the
+    code's name and the cause in words."""
     code = getattr(error.orig, "sqlite_errorname", "")
     for name, cause in LASTING_SQLITE_ERRORS.items():
         if code == name or code.startswith(name + "_"):
-            return cause
+            return name, cause
     return None
 
 
@@ -172,11 +177,18 @@ def database_unavailable(error: DBAPIError):
                 "find why in the server's log."
             )
         )
-    cause = lasting_cause(error)
-    if cause:
+    lasting = lasting_cause(error)
+    if lasting:
+        name, cause = lasting
         current_app.logger.error("the database cannot be used: %s (%s)", cause, error.orig)
+        what = (
+            "cannot store anything new now"
+            if name in READS_GO_ON
+            else "cannot store or show anything now"
+        )
+        still = " Reading the blog still works." if name in READS_GO_ON else ""
         unusable = ServiceUnavailable(
-            f"The blog cannot store or show anything now: {cause}. "
+            f"The blog {what}: {cause}.{still} "
             "Its owner must put that right; the server's log says more."
         )
         return current_app.handle_http_exception(unusable)

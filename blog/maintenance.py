@@ -1,9 +1,12 @@
 """Operations on the whole database: create, back up, restore and check it."""
 
 import contextlib
+import itertools
+import os
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import NamedTuple
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -76,12 +79,17 @@ def init_db(engine: Engine, scripts: ScriptDirectory) -> Path | None:
     return backup
 
 
-def restore_db(engine: Engine, source: Path, scripts: ScriptDirectory) -> Path | None:
+class Restored(NamedTuple):
+    kept: Path | None  # where the database as it was is now, if it held anything
+    damaged: bool  # it was damaged, and moved aside whole rather than copied
+
+
+def restore_db(engine: Engine, source: Path, scripts: ScriptDirectory) -> Restored:
     """Replace a SQLite database's schema and rows with a backup's, in one transaction.
 
     The backup must hold the blog and nothing else, at a revision of scripts.
-    The database is backed up first, under the same write lock; that backup's
-    path is returned (None if the database held no tables).
+    The database is backed up first, under the same write lock; a damaged one,
+    which SQLite cannot copy, is moved aside instead, with its -wal.
     """
     path = sqlite_path(engine.url)
     if path is None:
@@ -96,7 +104,12 @@ def restore_db(engine: Engine, source: Path, scripts: ScriptDirectory) -> Path |
     if source == path:
         raise DatabaseProblem(f"{source} is the database itself; name a backup of it")
     try:
-        return restore_whole_blog(engine, path, source, scripts)
+        if path.exists() and damage(path):
+            refuse_a_bad_backup(source, path)
+            aside = set_aside(path)
+            restore_whole_blog(engine, path, source, scripts)
+            return Restored(aside, damaged=True)
+        return Restored(restore_whole_blog(engine, path, source, scripts), damaged=False)
     except DatabaseProblem as problem:
         good = newest_good_backup(path, but=source)
         if not str(problem).startswith("cannot restore") or good is None:
@@ -114,7 +127,11 @@ def damage(path: Path) -> str | None:
             verdict = database.execute("PRAGMA quick_check").fetchone()[0]
         except sqlite3.DatabaseError as error:
             return str(error)
-    return None if verdict == "ok" else " ".join(verdict.split())  # one line
+    if verdict == "ok":
+        return None
+    # One line a person reads: SQLite's first finding, not its every one.
+    first = " ".join(verdict.split())
+    return first if len(first) <= 200 else first[:200] + " ..."
 
 
 def refuse_a_damaged_database(engine: Engine) -> None:
@@ -151,12 +168,34 @@ def newest_good_backup(path: Path, but: Path) -> Path | None:
     return None
 
 
-def restore_whole_blog(
-    engine: Engine, path: Path, source: Path, scripts: ScriptDirectory
-) -> Path | None:
+def set_aside(path: Path) -> Path:
+    """Move a damaged database, with its -wal and -shm, to blog.db.damaged (or
+    .damaged.1, ...), never over another file; its new path."""
+    for n in itertools.count():
+        aside = path.with_name(f"{path.name}.damaged" + (f".{n}" if n else ""))
+        try:
+            os.link(path, aside)  # never replaces a file of that name
+            break
+        except FileExistsError:
+            continue
+    for suffix in ("-wal", "-shm"):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            companion.rename(aside.with_name(aside.name + suffix))
+    path.unlink()
+    return aside
+
+
+def refuse_a_bad_backup(source: Path, path: Path) -> None:
     problem = damage(source)
     if problem:
         raise DatabaseProblem(f"cannot restore {source}: it is damaged ({problem})")
+
+
+def restore_whole_blog(
+    engine: Engine, path: Path, source: Path, scripts: ScriptDirectory
+) -> Path | None:
+    refuse_a_bad_backup(source, path)
 
     backup = None
     try:

@@ -338,10 +338,14 @@ def test_a_full_disk_is_named_not_called_busy(blog_on_small_disk, project):
         writer.sign_up("author")
         fill(db.parent, leave=64 * 1024)
         status, headers, page = post_until_refused(writer)
+        reading = writer.request("/")
     assert status == 503
     assert "Retry-After" not in headers  # waiting will not make room
     assert "the disk that holds the database is full" in page
     assert "busy" not in page
+    # The page says what still works, and it does.
+    assert "cannot store anything new" in page and "Reading the blog still works" in page
+    assert reading[0] == 200
     log = (project / "server.log").read_text()
     assert "ERROR" in log and "the disk that holds the database is full" in log
 

@@ -263,5 +263,16 @@ def test_serving_refuses_a_damaged_database_naming_the_newest_good_backup(projec
     result = runner(project / "run.py", "--port", "0", timeout=30)
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
+    assert len(result.stderr) < 600  # a line a person reads, not SQLite's every finding
     assert f"{project / 'blog.db'} is damaged (" in result.stderr
-    assert f"`python run.py restore {project / 'blog.db.bak'}`" in result.stderr
+    advice = f"python run.py restore {project / 'blog.db.bak'}"
+    assert f"`{advice}`" in result.stderr
+
+    # The advice works as written, and the damaged file is kept aside.
+    damaged = (project / "blog.db").read_bytes()
+    restored = runner(*advice.split()[1:], cwd=project)
+    assert restored.returncode == 0, restored.stderr
+    aside = project / "blog.db.damaged"
+    assert aside.read_bytes() == damaged and f"aside to {aside}" in restored.stdout
+    assert len(titles(project / "blog.db")) == 2000
+    assert runner(project / "run.py", "check").returncode == 0

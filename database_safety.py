@@ -472,7 +472,8 @@ def safeguards(migration: MigrationContext) -> Iterator[None]:
     except DBAPIError as error:
         if backup:
             backup.unlink()
-        if not downgrades or lock_not_granted(error):
+        # (SQLite rolls a failed command back whole: nothing of an upgrade stays.)
+        if not downgrades or lock_not_granted(error) or connection.dialect.name == "sqlite":
             raise
         # A server keeps what an interrupted upgrade did before it was killed:
         # part of the next revision, which the downgrade of this one trips on.
@@ -568,8 +569,10 @@ def one_migration_at_a_time(connection: Connection) -> Iterator[None]:
         return
     take, release = (text(statement) for statement in MIGRATION_LOCKS[connection.dialect.name])
     deadline, said = time.monotonic() + MIGRATION_WAIT, False
-    while not connection.execute(take).scalar():
+    while not (taken := connection.execute(take).scalar()):
         connection.rollback()
+        if taken is None:  # an error of the lock itself, not another migration's hold
+            raise DatabaseProblem("the server refused the migration lock (NULL from its function)")
         if not said:
             log.info("Waiting for another migration of this database to finish")
             said = True

@@ -6,6 +6,7 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 from flask import Response
+from werkzeug.sansio.utils import host_is_trusted
 
 from .headers import SECURITY_HEADERS
 
@@ -16,6 +17,12 @@ USABLE_HOST = re.compile(rf"(?:(?:{LABEL}\.)*{LABEL}\.?|\[[0-9A-Fa-f:.]+\])(?::(
 MAX_NAME_LENGTH = 254  # DNS's 253, and a final dot
 
 REFUSAL = b"400 Bad Request: the Host header names no host this blog can answer to.\n"
+
+
+def answered(host: str, trusted: list[str] | None) -> bool:
+    """Whether the blog answers a request naming host: a usable one, and one of
+    BLOG_HOSTS when that is set."""
+    return usable(host) and (not trusted or host_is_trusted(host, trusted))
 
 
 def usable(host: str) -> bool:

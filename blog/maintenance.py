@@ -8,6 +8,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import NamedTuple
 
+import sqlalchemy
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -105,9 +106,19 @@ def restore_db(engine: Engine, source: Path, scripts: ScriptDirectory) -> Restor
         raise DatabaseProblem(f"{source} is the database itself; name a backup of it")
     try:
         if path.exists() and damage(path):
+            # Everything about the backup is checked before the damaged file moves.
             refuse_a_bad_backup(source, path)
+            with sqlalchemy.create_engine("sqlite://").connect() as alone:
+                alone.exec_driver_sql(
+                    "ATTACH DATABASE ? AS backup", (f"{source.as_uri()}?mode=ro",)
+                )
+                refuse_what_is_not_a_blog(alone, source, scripts)
             aside = set_aside(path)
-            restore_whole_blog(engine, path, source, scripts)
+            try:
+                restore_whole_blog(engine, path, source, scripts)
+            except BaseException:
+                put_back(aside, path)
+                raise
             return Restored(aside, damaged=True)
         return Restored(restore_whole_blog(engine, path, source, scripts), damaged=False)
     except DatabaseProblem as problem:
@@ -126,7 +137,11 @@ def damage(path: Path) -> str | None:
         try:
             verdict = database.execute("PRAGMA quick_check").fetchone()[0]
         except sqlite3.DatabaseError as error:
-            return str(error)
+            if getattr(error, "sqlite_errorname", "").startswith(
+                ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+            ):
+                return str(error)
+            raise DatabaseProblem(f"cannot check {path}: {error}") from error
     if verdict == "ok":
         return None
     # One line a person reads: SQLite's first finding, not its every one.
@@ -186,6 +201,15 @@ def set_aside(path: Path) -> Path:
     return aside
 
 
+def put_back(aside: Path, path: Path) -> None:
+    """Undo set_aside(): whatever was made at the path since goes."""
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+        moved = aside.with_name(aside.name + suffix)
+        if moved.exists():
+            moved.rename(path.with_name(path.name + suffix))
+
+
 def refuse_a_bad_backup(source: Path, path: Path) -> None:
     problem = damage(source)
     if problem:
@@ -217,7 +241,8 @@ def restore_whole_blog(
                     # The blog's own tables, as its revisions make them: nothing of
                     # the backup's definitions (a CHECK, a conflict clause, a
                     # generated column) runs or stays. Then its rows alone.
-                    build_schema(connection, backup_revision(connection), scripts)
+                    build_schema(connection, backup_revision(connection, source), scripts)
+                    refuse_what_has_no_place(connection, source)
                     for name in inspect(connection).get_table_names():
                         # A restored backup must not bring back a session that
                         # has logged out since; the revisions stamped the version.
@@ -232,11 +257,40 @@ def restore_whole_blog(
     return backup
 
 
-def backup_revision(connection: Connection) -> str | None:
+def backup_revision(connection: Connection, source: Path) -> str | None:
     """The attached backup's revision; None for a blog from before migrations."""
     if not inspect(connection).has_table("alembic_version", schema="backup"):
         return None
-    return connection.scalar(text("SELECT version_num FROM backup.alembic_version"))
+    stamped = connection.scalars(text("SELECT version_num FROM backup.alembic_version")).all()
+    if len(stamped) != 1:
+        raise DatabaseProblem(
+            f"cannot restore {source}: its alembic_version holds {len(stamped)} revisions, not one"
+        )
+    return stamped[0]
+
+
+def refuse_what_has_no_place(connection: Connection, source: Path) -> None:
+    """Every table and column of the backup's, but the disposable ones, has its
+    place in the schema its revision makes: none of its rows is left behind."""
+    inspector = inspect(connection)
+    ours = set(inspector.get_table_names())
+    left = []
+    for name in inspector.get_table_names(schema="backup"):
+        if name in DISPOSABLE_TABLES or name == "alembic_version":
+            continue
+        if name not in ours:
+            left.append(f"table {name}")
+            continue
+        columns = set(value_columns(connection, name))
+        left += [
+            f"column {name}.{column}"
+            for column in value_columns(connection, name, schema="backup")
+            if column not in columns
+        ]
+    if left:
+        raise DatabaseProblem(
+            f"cannot restore {source}: its revision has no place for its {', '.join(left)}"
+        )
 
 
 def build_schema(connection: Connection, revision: str | None, scripts: ScriptDirectory) -> None:

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode
 from flask import Response, current_app, g, request, session
 
 from .db import refuse_a_moved_file
-from .hosts import usable
+from .hosts import answered
 from .models import utcnow
 from .serving import gzip_of
 
@@ -128,6 +128,7 @@ class AnonymousPagesFirst:
         self.cache = app.extensions["page_cache"]
         self.database_file = app.extensions["db_file"]
         self.cookie_name = app.config["SESSION_COOKIE_NAME"]
+        self.trusted_hosts = app.config["TRUSTED_HOSTS"]
         self.wsgi_app = wsgi_app
 
     def page_now(self, environ: dict) -> Page | None:
@@ -137,8 +138,8 @@ class AnonymousPagesFirst:
             environ["REQUEST_METHOD"] not in ("GET", "HEAD")
             # Any mention of the name sends the request the long way, which is always right.
             or self.cookie_name in environ.get("HTTP_COOKIE", "")
-            # The blog refuses such a request (blog/hosts.py): not from here.
-            or not usable(environ.get("HTTP_HOST", "localhost"))
+            # A Host the blog refuses (blog/hosts.py) is refused the long way.
+            or not answered(environ.get("HTTP_HOST", "localhost"), self.trusted_hosts)
             or not self.database_file.still_there()
         ):
             return None

@@ -60,22 +60,18 @@ class WholeRequests:
             return refuse(protocol, 413, "The request's body is too large.")
         request = environ(scope, body)
         page = self.page_now(request) if self.page_now else None
-        gzip_wanted = scope.method == "GET" and accepts_gzip(request)
         if page is not None:
-            status, headers, content = int(page.status[:3]), page.headers, page.body
-            if gzip_wanted and page.gzipped is not None:
-                headers, content = gzipped(headers, page.gzipped)
+            status = int(page.status[:3])
+            headers, content = negotiated(request, status, page.headers, page.body, page.gzipped)
         else:
             loop = asyncio.get_running_loop()
             answer = await loop.run_in_executor(self.threads, self.respond, request)
             status, headers, content = answer
-            compressed = gzip_of(headers, content) if gzip_wanted else None
-            if compressed is not None:
-                headers, content = gzipped(headers, compressed)
         protocol.response_bytes(status, headers, content)
 
     def respond(self, environ: dict) -> tuple[int, list[tuple[str, str]], bytes]:
-        """The WSGI app's answer, whole (the blog's pages are never streamed)."""
+        """The WSGI app's answer, whole (the blog's pages are never streamed),
+        compressed here, on the thread, if the client accepts it."""
         started: list = []
         written: list[bytes] = []
 
@@ -92,7 +88,8 @@ class WholeRequests:
             if hasattr(chunks, "close"):
                 chunks.close()
         status, headers = started
-        return int(status[:3]), headers, content
+        code = int(status[:3])
+        return code, *negotiated(environ, code, headers, content)
 
 
 class BodyTooLarge(Exception):
@@ -122,37 +119,63 @@ MIN_COMPRESSED_BYTES = 512
 
 def accepts_gzip(request: dict) -> bool:
     for coding in request.get("HTTP_ACCEPT_ENCODING", "").lower().split(","):
-        name, _, parameters = coding.strip().partition(";")
-        if name.strip() == "gzip":
-            return parameters.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+        name, *parameters = (part.strip() for part in coding.split(";"))
+        if name == "gzip":
+            for parameter in parameters:
+                key, _, value = parameter.partition("=")
+                if key.strip() == "q":
+                    try:
+                        return float(value) > 0
+                    except ValueError:
+                        return False
+            return True
     return False
 
 
-def gzip_of(headers: list, content: bytes) -> bytes | None:
-    """The body gzipped, if it is text of some size not already encoded."""
+def compressible(status: int, headers: list, content: bytes) -> bool:
+    """A whole answer of text, of some size, not already encoded."""
     names = {name.lower(): value for name, value in headers}
-    if (
-        len(content) < MIN_COMPRESSED_BYTES
-        or "content-encoding" in names
-        or not names.get("content-type", "").startswith(COMPRESSED_TYPES)
-    ):
+    return (
+        status == 200
+        and len(content) >= MIN_COMPRESSED_BYTES
+        and "content-encoding" not in names
+        and "content-range" not in names
+        and names.get("content-type", "").startswith(COMPRESSED_TYPES)
+    )
+
+
+def gzip_of(headers: list, content: bytes) -> bytes | None:
+    """The body gzipped, if it is worth it (for the page cache, which keeps it)."""
+    if not compressible(200, headers, content):
         return None
     # Level 5: most of level 9's gain for a fraction of its time.
     return gzip.compress(content, compresslevel=5, mtime=0)
 
 
-def gzipped(headers: list, compressed: bytes) -> tuple[list, bytes]:
-    """The answer's headers and body, sent gzipped."""
+def negotiated(
+    request: dict, status: int, headers: list, content: bytes, compressed: bytes | None = None
+) -> tuple[list, bytes]:
+    """The answer as this client takes it: gzipped if it accepts that and the
+    answer is worth compressing (compressed, if given, is the body gzipped)."""
+    if not compressible(status, headers, content):
+        return headers, content
     vary = [value for name, value in headers if name.lower() == "vary"]
-    kept = [
-        (name, value) for name, value in headers if name.lower() not in ("content-length", "vary")
+    kept = [(name, value) for name, value in headers if name.lower() != "vary"]
+    # Either way a cache must tell the two encodings apart.
+    kept.append(("Vary", ", ".join([*vary, "Accept-Encoding"])))
+    if request["REQUEST_METHOD"] != "GET" or not accepts_gzip(request):
+        return kept, content
+    compressed = compressed or gzip.compress(content, compresslevel=5, mtime=0)
+    encoded = [
+        # Another encoding is other bytes: a strong ETag would claim the same ones.
+        (name, value if value.startswith("W/") else f"W/{value}")
+        if name.lower() == "etag"
+        else (name, value)
+        for name, value in kept
+        if name.lower() != "content-length"
     ]
-    encoding = [
-        ("Content-Encoding", "gzip"),
-        ("Vary", ", ".join([*vary, "Accept-Encoding"])),
-        ("Content-Length", str(len(compressed))),
-    ]
-    return [*kept, *encoding], compressed
+    encoded += [("Content-Encoding", "gzip"), ("Content-Length", str(len(compressed)))]
+    return encoded, compressed
 
 
 def refuse(protocol, status: int, reason: str) -> None:
@@ -165,6 +188,7 @@ def environ(scope, body: bytes) -> dict:
     """The WSGI environ of a request (PEP 3333) from granian's RSGI scope."""
     host, _, port = scope.server.rpartition(":")
     client, _, client_port = scope.client.rpartition(":")
+    client = client.removeprefix("[").removesuffix("]")  # an IPv6 address, as WSGI gives it
     environ = {
         "REQUEST_METHOD": scope.method,
         "SCRIPT_NAME": "",

@@ -150,6 +150,17 @@ def an_empty_file(db):
             ["other.db"],
             "it is at revision f00dfeedbeef, which this code does not know",
         ),
+        (
+            # Accounts and authors, but no revision that makes room for them.
+            a_copy_with("DROP TABLE alembic_version"),
+            ["other.db"],
+            "its revision has no place for its column post.author_id, table user",
+        ),
+        (
+            a_copy_with("INSERT INTO alembic_version VALUES ('c0fc45dc5ca6')"),
+            ["other.db"],
+            "its alembic_version holds 2 revisions, not one",
+        ),
     ],
 )
 def test_restore_refuses_what_is_not_a_backup_of_the_blog(

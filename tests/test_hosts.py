@@ -5,6 +5,8 @@ import socket
 
 import pytest
 
+from blog import create_app
+
 UNUSABLE_HOSTS = [
     "a." * 127 + "b",  # 255 characters
     "a..b",
@@ -68,3 +70,11 @@ def test_a_real_server_answers_a_host_it_cannot_use_with_400_and_one_log_line(
     log = (project / "server.log").read_text()
     assert "Traceback" not in log
     assert sum(host in line for line in log.splitlines()) == 1
+
+
+@pytest.mark.sqlite_only  # the page cache is SQLite's
+def test_a_host_outside_blog_hosts_never_gets_a_kept_page(app, database_url, monkeypatch):
+    monkeypatch.setenv("BLOG_HOSTS", "blog.example")  # the app fixture made the blog
+    client = create_app({"DATABASE_URL": database_url, "SECRET_KEY": "test"}).test_client()
+    assert client.get("/post/2", headers={"Host": "blog.example"}).status_code == 200  # kept
+    assert client.get("/post/2", headers={"Host": "evil.example"}).status_code == 400

@@ -268,8 +268,15 @@ def test_serving_refuses_a_damaged_database_naming_the_newest_good_backup(projec
     advice = f"python run.py restore {project / 'blog.db.bak'}"
     assert f"`{advice}`" in result.stderr
 
-    # The advice works as written, and the damaged file is kept aside.
+    # A backup that cannot be restored leaves the damaged file where it was.
     damaged = (project / "blog.db").read_bytes()
+    (project / "notes.db").touch()
+    refused = runner(project / "run.py", "restore", "notes.db", cwd=project)
+    assert refused.returncode == 1 and "it holds no blog" in refused.stderr
+    assert (project / "blog.db").read_bytes() == damaged
+    assert not list(project.glob("blog.db.damaged*"))
+
+    # The advice works as written, and the damaged file is kept aside.
     restored = runner(*advice.split()[1:], cwd=project)
     assert restored.returncode == 0, restored.stderr
     aside = project / "blog.db.damaged"

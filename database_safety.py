@@ -10,7 +10,6 @@ run whatever state the blog's code is in.
 import contextlib
 import functools
 import io
-import itertools
 import logging
 import math
 import os
@@ -351,13 +350,7 @@ def back_up(path: Path) -> Path:
             source.backup(target)
             target.execute("PRAGMA journal_mode = DELETE")  # no -wal beside the copy
         os.fsync(fd)
-        for n in itertools.count():
-            backup = path.with_name(f"{path.name}.bak" + (f".{n}" if n else ""))
-            try:
-                os.link(partial, backup)  # never replaces a file of that name
-                break
-            except FileExistsError:
-                continue
+        backup = link_numbered(partial, path, ".bak")
         fsync_folder(path.parent)
     except sqlite3.Error as error:
         raise DatabaseProblem(f"cannot back up {path}: {error}") from error
@@ -366,6 +359,19 @@ def back_up(path: Path) -> Path:
         for leftover in (partial, partial.with_name(partial.name + "-journal")):
             leftover.unlink(missing_ok=True)
     return backup
+
+
+def link_numbered(file: Path, path: Path, suffix: str) -> Path:
+    """Give file a second name beside path: blog.db.bak, or blog.db.bak.1, .2, ...
+    for suffix ".bak"; never a name another file has."""
+    n = 0
+    while True:
+        name = path.with_name(f"{path.name}{suffix}" + (f".{n}" if n else ""))
+        try:
+            os.link(file, name)  # never replaces a file of that name
+            return name
+        except FileExistsError:
+            n += 1
 
 
 def fsync_folder(folder: Path) -> None:

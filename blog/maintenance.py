@@ -1,8 +1,6 @@
 """Operations on the whole database: create, back up, restore and check it."""
 
 import contextlib
-import itertools
-import os
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -22,6 +20,7 @@ from database_safety import (
     DatabaseProblem,
     back_up,
     check_sqlite_file,
+    link_numbered,
     refuse_a_missing_database,
     refuse_a_stray_wal,
     shown,
@@ -186,13 +185,7 @@ def newest_good_backup(path: Path, but: Path) -> Path | None:
 def set_aside(path: Path) -> Path:
     """Move a damaged database, with its -wal and -shm, to blog.db.damaged (or
     .damaged.1, ...), never over another file; its new path."""
-    for n in itertools.count():
-        aside = path.with_name(f"{path.name}.damaged" + (f".{n}" if n else ""))
-        try:
-            os.link(path, aside)  # never replaces a file of that name
-            break
-        except FileExistsError:
-            continue
+    aside = link_numbered(path, path, ".damaged")
     for suffix in ("-wal", "-shm"):
         companion = path.with_name(path.name + suffix)
         if companion.exists():

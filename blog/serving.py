@@ -51,7 +51,7 @@ class WholeRequests:
         if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
             return refuse(protocol, 413, "The request's body is too large.")
         try:
-            body = await read_body(protocol, scope) if has_body(scope) else b""
+            body = await read_body(protocol) if has_body(scope) else b""
         except TimeoutError:
             return refuse(
                 protocol, 408, f"The request's body did not arrive within {BODY_SECONDS} s."
@@ -101,7 +101,7 @@ def has_body(scope) -> bool:
     return headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
 
 
-async def read_body(protocol, scope) -> bytes:
+async def read_body(protocol) -> bytes:
     body = bytearray()
     async with asyncio.timeout(BODY_SECONDS):
         async for chunk in protocol:

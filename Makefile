@@ -1,5 +1,5 @@
 # make run: set up, bring the database to the latest revision, serve the blog.
-# make test: set up and run the tests (about 4 minutes with both servers and the browser).
+# make test: set up and run the tests (about 6 minutes with both servers and the browser).
 # make test-fast: only the tests that start no process, on SQLite (under a minute).
 # make coverage: the tests under coverage, then the lines of the blog they never ran.
 # make lint: ruff (lint and format) and mypy, as CI runs them.

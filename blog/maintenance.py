@@ -104,14 +104,8 @@ def restore_db(engine: Engine, source: Path, scripts: ScriptDirectory) -> Restor
     if source == path:
         raise DatabaseProblem(f"{source} is the database itself; name a backup of it")
     try:
+        refuse_a_bad_backup(source, scripts)
         if path.exists() and damage(path):
-            # Everything about the backup is checked before the damaged file moves.
-            refuse_a_bad_backup(source, path)
-            with sqlalchemy.create_engine("sqlite://").connect() as alone:
-                alone.exec_driver_sql(
-                    "ATTACH DATABASE ? AS backup", (f"{source.as_uri()}?mode=ro",)
-                )
-                refuse_what_is_not_a_blog(alone, source, scripts)
             aside = set_aside(path)
             try:
                 restore_whole_blog(engine, path, source, scripts)
@@ -203,16 +197,24 @@ def put_back(aside: Path, path: Path) -> None:
             moved.rename(path.with_name(path.name + suffix))
 
 
-def refuse_a_bad_backup(source: Path, path: Path) -> None:
+def refuse_a_bad_backup(source: Path, scripts: ScriptDirectory) -> None:
+    """Before anything is locked, copied or moved: the backup must be whole and
+    hold the blog alone."""
     problem = damage(source)
     if problem:
         raise DatabaseProblem(f"cannot restore {source}: it is damaged ({problem})")
+    engine = sqlalchemy.create_engine("sqlite://")
+    try:
+        with engine.connect() as alone:
+            alone.exec_driver_sql("ATTACH DATABASE ? AS backup", (f"{source.as_uri()}?mode=ro",))
+            refuse_what_is_not_a_blog(alone, source, scripts)
+    finally:
+        engine.dispose()
 
 
 def restore_whole_blog(
     engine: Engine, path: Path, source: Path, scripts: ScriptDirectory
 ) -> Path | None:
-    refuse_a_bad_backup(source, path)
 
     backup = None
     try:
@@ -223,7 +225,6 @@ def restore_whole_blog(
             sqlite.execute("ATTACH DATABASE ? AS backup", (f"{source.as_uri()}?mode=ro",))
             try:
                 with connection.begin():  # BEGIN IMMEDIATE: the write lock
-                    refuse_what_is_not_a_blog(connection, source, scripts)
                     existing = MetaData()
                     existing.reflect(connection)
                     if existing.tables:

@@ -53,6 +53,20 @@ class DatabaseProblem(CommandError, ClickException):
     """
 
 
+class SettingProblem(CommandError, ClickException):
+    """A setting (a BLOG_* variable) that cannot be used; the message says which and why."""
+
+
+def whole_setting(variable: str, default: int, unit: str) -> int:
+    """The environment's variable as a whole number, at least 1, of unit; default if unset."""
+    value = os.environ.get(variable)
+    if value is None:
+        return default
+    if not (value.isascii() and value.isdigit() and int(value) >= 1):
+        raise SettingProblem(f"{variable} must be a whole number of {unit}, not {value!r}")
+    return int(value)
+
+
 # --- Which database ---------------------------------------------------------
 
 
@@ -166,14 +180,7 @@ COMMAND_LOCK_WAIT = 60
 
 
 def command_lock_wait() -> int:
-    value = os.environ.get("BLOG_COMMAND_WAIT_SECONDS")
-    if value is None:
-        return COMMAND_LOCK_WAIT
-    if not (value.isascii() and value.isdigit() and int(value) >= 1):
-        raise DatabaseProblem(
-            f"BLOG_COMMAND_WAIT_SECONDS must be a whole number of seconds, not {value!r}"
-        )
-    return int(value)
+    return whole_setting("BLOG_COMMAND_WAIT_SECONDS", COMMAND_LOCK_WAIT, "seconds")
 
 
 def create_engine(url: str | URL, lock_wait: int | None = None, **kwargs) -> Engine:

@@ -3,13 +3,12 @@ import secrets
 import tempfile
 from pathlib import Path
 
-from click import ClickException
 from flask import Flask, current_app, redirect, render_template, url_for
 from werkzeug.exceptions import HTTPException, SecurityError
 from werkzeug.routing import IntegerConverter
 from werkzeug.wrappers import Response
 
-from database_safety import database_url
+from database_safety import SettingProblem, database_url, whole_setting
 
 from . import auth, csrf, db, headers, hosts, pagecache, posts
 from .maintenance import check_database, migration_scripts
@@ -90,19 +89,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     csrf.init_app(app)
     hosts.init_app(app)  # last: its check comes before the page cache answers anything
     return app
-
-
-class SettingProblem(ClickException):
-    """A setting the blog cannot use; the message says which and why."""
-
-
-def whole_setting(variable: str, default: int, unit: str) -> int:
-    value = os.environ.get(variable)
-    if value is None:
-        return default
-    if not (value.isascii() and value.isdigit() and int(value) >= 1):
-        raise SettingProblem(f"{variable} must be a whole number of {unit}, not {value!r}")
-    return int(value)
 
 
 def instance_secret_key(instance_path: Path) -> str:
